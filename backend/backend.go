@@ -1,0 +1,154 @@
+// Package backend is the Vault secrets engine: it keeps upstream OAuth 2.0
+// refresh tokens sealed in Vault and issues short-lived access tokens as
+// leases.
+package backend
+
+import (
+	"context"
+	"strings"
+	"sync"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/vault/sdk/framework"
+	"github.com/hashicorp/vault/sdk/helper/consts"
+	"github.com/hashicorp/vault/sdk/logical"
+)
+
+// Version is the plugin's version, set at build time with
+// -ldflags "-X .../backend.Version=v1.2.3".
+var Version = "v0.0.0-dev"
+
+// Storage prefixes. Everything that holds a sealed secret lives under a
+// seal-wrapped prefix.
+const (
+	configPath       = "config"
+	providerPrefix   = "providers/"
+	grantPrefix      = "grants/"
+	rolePrefix       = "roles/"
+	keyringPath      = "keys/seal"
+	revokingPrefix   = "revoking/"
+	outstandingPfx   = "tokens/"
+	sharedTokenPfx   = "reuse/"
+	tidyStatusPath   = "tidy/status"
+	operationPrefix  = "oauth"
+	pluginMountType  = "vault-plugin-secrets-oauth"
+	secretTypeAccess = "access_token"
+)
+
+// Factory returns a configured backend; Vault calls it once per mount.
+func Factory(ctx context.Context, conf *logical.BackendConfig) (logical.Backend, error) {
+	b := newBackend(conf)
+	if err := b.Setup(ctx, conf); err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+// backend holds only per-mount state: one plugin process serves many mounts.
+type backend struct {
+	*framework.Backend
+	logger hclog.Logger
+
+	// grantLocks serialises refreshes of one grant (rotating refresh
+	// tokens must never be redeemed twice); roleLocks guard shared tokens.
+	grantLocks keyedMutex
+	roleLocks  keyedMutex
+
+	cacheMu   sync.RWMutex
+	config    *configEntry
+	keyring   *keyring
+	providers map[string]*providerHandle
+
+	// keysMu is held for writing while keys/rotate re-seals everything.
+	keysMu sync.RWMutex
+
+	background *backgroundWorker
+}
+
+func newBackend(conf *logical.BackendConfig) *backend {
+	b := &backend{
+		logger:    conf.Logger,
+		providers: make(map[string]*providerHandle),
+	}
+	b.background = newBackgroundWorker(b)
+	b.Backend = &framework.Backend{
+		Help:        strings.TrimSpace(backendHelp),
+		BackendType: logical.TypeLogical,
+		PathsSpecial: &logical.Paths{
+			Unauthenticated: []string{"callback"},
+			SealWrapStorage: []string{
+				providerPrefix,
+				grantPrefix,
+				"keys/",
+				outstandingPfx,
+				sharedTokenPfx,
+			},
+		},
+		Paths: framework.PathAppend(
+			[]*framework.Path{pathConfig(b)},
+			pathProviders(b),
+			pathGrants(b),
+			pathRoles(b),
+			[]*framework.Path{pathCreds(b), pathKeysRotate(b)},
+			pathTidy(b),
+		),
+		Secrets:        []*framework.Secret{secretAccessToken(b)},
+		InitializeFunc: b.initialize,
+		Clean:          b.clean,
+		Invalidate:     b.invalidate,
+		RunningVersion: Version,
+	}
+	return b
+}
+
+func (b *backend) initialize(_ context.Context, req *logical.InitializationRequest) error {
+	b.background.start(req.Storage)
+	return nil
+}
+
+func (b *backend) clean(context.Context) {
+	b.background.stop()
+}
+
+// invalidate drops cached entries when another node (or a replicated write)
+// changes them.
+func (b *backend) invalidate(_ context.Context, key string) {
+	switch {
+	case key == configPath:
+		b.cacheMu.Lock()
+		b.config = nil
+		b.cacheMu.Unlock()
+	case key == keyringPath:
+		b.cacheMu.Lock()
+		b.keyring = nil
+		b.cacheMu.Unlock()
+	case strings.HasPrefix(key, providerPrefix):
+		b.dropProvider(strings.TrimPrefix(key, providerPrefix))
+	}
+}
+
+// writesAllowed reports whether this node may write shared storage, i.e.
+// whether background work may run here.
+func (b *backend) writesAllowed() bool {
+	state := b.System().ReplicationState()
+	if state.HasState(consts.ReplicationPerformanceStandby) || state.HasState(consts.ReplicationDRSecondary) {
+		return false
+	}
+	return b.System().LocalMount() || !state.HasState(consts.ReplicationPerformanceSecondary)
+}
+
+// isReadOnlyErr matches logical.ErrReadOnly by message: over gRPC the error
+// arrives as a new value and errors.Is does not match it.
+func isReadOnlyErr(err error) bool {
+	return err != nil && strings.Contains(err.Error(), logical.ErrReadOnly.Error())
+}
+
+const backendHelp = `
+The OAuth secrets engine keeps upstream OAuth 2.0 refresh tokens sealed inside
+Vault and issues short-lived upstream access tokens as Vault leases.
+
+Configure a provider (providers/NAME), import or authorize a grant
+(grants/NAME), define a role (roles/NAME) and read creds/NAME. When a lease
+ends, the access token it carried is revoked upstream (RFC 7009) wherever
+that is possible without killing the grant.
+`

@@ -1,0 +1,148 @@
+package backend
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"time"
+
+	"github.com/hashicorp/vault/sdk/logical"
+)
+
+// Grant statuses.
+const (
+	statusPending  = "pending"
+	statusActive   = "active"
+	statusInvalid  = "invalid"
+	statusExpired  = "expired"
+	statusRevoked  = "revoked"
+	statusRevoking = "revoking"
+)
+
+// grantEntry is one upstream grant: the sealed refresh token and its
+// lifecycle metadata. Only the engine ever sees the refresh token.
+type grantEntry struct {
+	Name string `json:"name"`
+	// ID is random per grant; it is part of the sealing AAD and of lease
+	// data, so a re-created grant of the same name is a different grant.
+	ID           string  `json:"id"`
+	Provider     string  `json:"provider"`
+	Status       string  `json:"status"`
+	RefreshToken *sealed `json:"refresh_token,omitempty"`
+
+	Scopes        []string      `json:"scopes,omitempty"`
+	CreatedAt     time.Time     `json:"created_at"`
+	LastRefreshAt time.Time     `json:"last_refresh_at,omitempty"`
+	LastUsedAt    time.Time     `json:"last_used_at,omitempty"`
+	RefreshCount  int64         `json:"refresh_count"`
+	RotationCount int64         `json:"rotation_count"`
+	ActiveLeases  int64         `json:"active_leases"`
+	MaxAge        time.Duration `json:"max_age,omitempty"`
+	IdleTimeout   time.Duration `json:"idle_timeout,omitempty"`
+	KeepAlive     time.Duration `json:"keep_alive,omitempty"`
+	OwnerEntityID string        `json:"owner_entity_id,omitempty"`
+	LastError     string        `json:"last_error,omitempty"`
+	// EraseAfterRevoke is set by delete: once the refresh token is revoked
+	// upstream the entry goes away. Without it (max_age, idle_timeout) the
+	// entry stays, marked expired, for the record.
+	EraseAfterRevoke bool `json:"erase_after_revoke,omitempty"`
+}
+
+func (g *grantEntry) aad() string { return grantAAD(g.Name, g.ID) }
+
+// expiresAt is the end of the grant's absolute lifetime, zero if none.
+func (g *grantEntry) expiresAt() time.Time {
+	if g.MaxAge <= 0 {
+		return time.Time{}
+	}
+	return g.CreatedAt.Add(g.MaxAge)
+}
+
+// lapsed says whether max_age or idle_timeout has run out at now.
+func (g *grantEntry) lapsed(now time.Time) string {
+	if exp := g.expiresAt(); !exp.IsZero() && !now.Before(exp) {
+		return "max_age reached"
+	}
+	if g.IdleTimeout > 0 {
+		last := g.LastUsedAt
+		if last.IsZero() {
+			last = g.CreatedAt
+		}
+		if now.Sub(last) >= g.IdleTimeout {
+			return "idle_timeout reached"
+		}
+	}
+	return ""
+}
+
+// unusableError says why a grant cannot issue tokens now, nil if it can.
+// It is what both issue and renewal check: zero trust, every time.
+func (b *backend) unusableError(g *grantEntry, now time.Time) error {
+	switch g.Status {
+	case statusActive:
+	case statusRevoking:
+		return logical.CodedError(http.StatusBadRequest, fmt.Sprintf("grant %q is being revoked", g.Name))
+	case statusPending:
+		return logical.CodedError(http.StatusBadRequest, fmt.Sprintf("grant %q is pending: its authorization has not completed", g.Name))
+	default:
+		return logical.CodedError(http.StatusBadRequest, fmt.Sprintf("grant %q is %s (%s); re-authorization is needed", g.Name, g.Status, g.LastError))
+	}
+	if why := g.lapsed(now); why != "" {
+		return logical.CodedError(http.StatusBadRequest, fmt.Sprintf("grant %q has expired (%s); re-authorization is needed", g.Name, why))
+	}
+	if g.OwnerEntityID != "" {
+		entity, err := b.System().EntityInfo(g.OwnerEntityID)
+		if err != nil {
+			return fmt.Errorf("looking up owner entity of grant %q: %w", g.Name, err)
+		}
+		if entity == nil {
+			return logical.CodedError(http.StatusBadRequest, fmt.Sprintf("grant %q: owner entity %s no longer exists; re-authorization is needed", g.Name, g.OwnerEntityID))
+		}
+		if entity.Disabled {
+			return logical.CodedError(http.StatusBadRequest, fmt.Sprintf("grant %q: owner entity %s is disabled; re-authorization is needed", g.Name, g.OwnerEntityID))
+		}
+	}
+	return nil
+}
+
+func getGrant(ctx context.Context, s logical.Storage, name string) (*grantEntry, error) {
+	g := &grantEntry{}
+	ok, err := getJSON(ctx, s, grantPrefix+name, g)
+	if err != nil {
+		return nil, fmt.Errorf("reading grant %q: %w", name, err)
+	}
+	if !ok {
+		return nil, nil
+	}
+	return g, nil
+}
+
+func putGrant(ctx context.Context, s logical.Storage, g *grantEntry) error {
+	if err := putJSON(ctx, s, grantPrefix+g.Name, g); err != nil {
+		return fmt.Errorf("storing grant %q: %w", g.Name, err)
+	}
+	return nil
+}
+
+func randomID() string {
+	b := make([]byte, 16)
+	if _, err := rand.Read(b); err != nil {
+		panic(err) // crypto/rand never fails on supported platforms
+	}
+	return hex.EncodeToString(b)
+}
+
+func parseAbsoluteURI(s string) (*url.URL, error) {
+	u, err := url.Parse(s)
+	if err != nil {
+		return nil, err
+	}
+	if !u.IsAbs() {
+		return nil, errors.New("must be an absolute URI")
+	}
+	return u, nil
+}

@@ -1,0 +1,217 @@
+package backend
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"time"
+
+	"github.com/hashicorp/vault/sdk/framework"
+	"github.com/hashicorp/vault/sdk/logical"
+)
+
+func pathKeysRotate(b *backend) *framework.Path {
+	return &framework.Path{
+		Pattern: "keys/rotate$",
+		DisplayAttrs: &framework.DisplayAttributes{
+			OperationPrefix: operationPrefix,
+			OperationVerb:   "rotate",
+			OperationSuffix: "sealing-key",
+		},
+		Operations: map[logical.Operation]framework.OperationHandler{
+			logical.UpdateOperation: &framework.PathOperation{
+				Callback:                    b.pathKeysRotate,
+				ForwardPerformanceStandby:   true,
+				ForwardPerformanceSecondary: true,
+			},
+		},
+		HelpSynopsis:    "Rotate the key that seals refresh tokens and re-seal everything.",
+		HelpDescription: keysRotateHelp,
+	}
+}
+
+// resealCounts says how many sealed values keys/rotate re-sealed.
+type resealCounts struct {
+	grants, providers, shared, outstanding int
+}
+
+func (b *backend) pathKeysRotate(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
+	ctx = detached(ctx)
+	b.keysMu.Lock()
+	defer b.keysMu.Unlock()
+	start := time.Now()
+	s := req.Storage
+
+	old, err := b.sealingKeys(ctx, s)
+	if err != nil {
+		return nil, err
+	}
+	key, err := newAESKey()
+	if err != nil {
+		return nil, err
+	}
+	kr := &keyring{Keys: maps.Clone(old.Keys), RotatedAt: time.Now().UTC()}
+	for v := range kr.Keys {
+		kr.Current = max(kr.Current, v)
+	}
+	kr.Current++
+	kr.Keys[kr.Current] = key
+	if err := putJSON(ctx, s, keyringPath, kr); err != nil {
+		return nil, err
+	}
+	// From here on every new seal uses the new key; the old ones stay
+	// readable until everything has been re-sealed.
+	b.setKeyring(kr)
+
+	var n resealCounts
+	if err := b.resealAll(ctx, s, kr, &n); err != nil {
+		return nil, fmt.Errorf("re-sealing under key version %d stopped (run keys/rotate again to finish): %w", kr.Current, err)
+	}
+	final := &keyring{Current: kr.Current, Keys: map[int][]byte{kr.Current: key}, RotatedAt: kr.RotatedAt}
+	if err := putJSON(ctx, s, keyringPath, final); err != nil {
+		return nil, err
+	}
+	b.setKeyring(final)
+	b.cacheMu.Lock()
+	b.providers = make(map[string]*providerHandle)
+	b.cacheMu.Unlock()
+
+	return &logical.Response{Data: map[string]any{
+		"key_version":          final.Current,
+		"grants_resealed":      n.grants,
+		"providers_resealed":   n.providers,
+		"shared_resealed":      n.shared,
+		"outstanding_resealed": n.outstanding,
+		"duration_ms":          time.Since(start).Milliseconds(),
+	}}, nil
+}
+
+func (b *backend) resealAll(ctx context.Context, s logical.Storage, kr *keyring, n *resealCounts) error {
+	grants, err := s.List(ctx, grantPrefix)
+	if err != nil {
+		return err
+	}
+	for _, name := range grants {
+		if err := b.resealGrant(ctx, s, kr, name, n); err != nil {
+			return err
+		}
+	}
+	providers, err := s.List(ctx, providerPrefix)
+	if err != nil {
+		return err
+	}
+	for _, name := range providers {
+		p, err := getProvider(ctx, s, name)
+		if err != nil || p == nil {
+			return err
+		}
+		c1, err := resealInPlace(kr, &p.ClientSecret, providerAAD(name, "client_secret"))
+		if err != nil {
+			return fmt.Errorf("provider %q: %w", name, err)
+		}
+		c2, err := resealInPlace(kr, &p.ClientPrivateKey, providerAAD(name, "client_private_key"))
+		if err != nil {
+			return fmt.Errorf("provider %q: %w", name, err)
+		}
+		if c1 || c2 {
+			if err := putJSON(ctx, s, providerPrefix+name, p); err != nil {
+				return err
+			}
+			n.providers++
+		}
+	}
+	roles, err := s.List(ctx, sharedTokenPfx)
+	if err != nil {
+		return err
+	}
+	for _, role := range roles {
+		if err := b.resealShared(ctx, s, kr, role, n); err != nil {
+			return err
+		}
+	}
+	grantIDs, err := s.List(ctx, outstandingPfx)
+	if err != nil {
+		return err
+	}
+	for _, gid := range grantIDs {
+		ids, err := s.List(ctx, outstandingPfx+gid)
+		if err != nil {
+			return err
+		}
+		for _, id := range ids {
+			path := outstandingPfx + gid + id
+			var ot outstandingToken
+			ok, err := getJSON(ctx, s, path, &ot)
+			if err != nil {
+				return err
+			}
+			changed, err := resealInPlace(kr, &ot.AccessToken, tokenAAD(path))
+			if err != nil {
+				return err
+			}
+			if ok && changed {
+				if err := putJSON(ctx, s, path, &ot); err != nil {
+					return err
+				}
+				n.outstanding++
+			}
+		}
+	}
+	return nil
+}
+
+func (b *backend) resealGrant(ctx context.Context, s logical.Storage, kr *keyring, name string, n *resealCounts) error {
+	unlock := b.grantLocks.Lock(name)
+	defer unlock()
+	g, err := getGrant(ctx, s, name)
+	if err != nil || g == nil {
+		return err
+	}
+	changed, err := resealInPlace(kr, &g.RefreshToken, g.aad())
+	if err != nil {
+		return fmt.Errorf("grant %q: %w", name, err)
+	}
+	if !changed {
+		return nil
+	}
+	n.grants++
+	return putGrant(ctx, s, g)
+}
+
+func (b *backend) resealShared(ctx context.Context, s logical.Storage, kr *keyring, role string, n *resealCounts) error {
+	unlock := b.roleLocks.Lock(role)
+	defer unlock()
+	st, err := loadShared(ctx, s, role)
+	if err != nil {
+		return err
+	}
+	changed := false
+	for id, t := range st.Tokens {
+		c, err := resealInPlace(kr, &t.AccessToken, sharedAAD(role, id))
+		if err != nil {
+			return fmt.Errorf("shared token of role %q: %w", role, err)
+		}
+		changed = changed || c
+	}
+	if !changed {
+		return nil
+	}
+	n.shared++
+	return storeShared(ctx, s, role, st)
+}
+
+func resealInPlace(kr *keyring, s **sealed, aad string) (bool, error) {
+	out, changed, err := kr.reseal(*s, aad)
+	if err != nil || !changed {
+		return false, err
+	}
+	*s = out
+	return true, nil
+}
+
+const keysRotateHelp = `
+Creates a new AES-256-GCM sealing key and re-seals every refresh token,
+client secret, private key and stored access token under it, then retires
+the old key. If re-sealing stops half way, the old key is kept and running
+keys/rotate again finishes the job.
+`

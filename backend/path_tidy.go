@@ -1,0 +1,74 @@
+package backend
+
+import (
+	"context"
+
+	"github.com/hashicorp/vault/sdk/framework"
+	"github.com/hashicorp/vault/sdk/logical"
+)
+
+func pathTidy(b *backend) []*framework.Path {
+	return []*framework.Path{
+		{
+			Pattern: "tidy$",
+			DisplayAttrs: &framework.DisplayAttributes{
+				OperationPrefix: operationPrefix,
+				OperationVerb:   "tidy",
+			},
+			Operations: map[logical.Operation]framework.OperationHandler{
+				logical.UpdateOperation: &framework.PathOperation{
+					Callback:                    b.pathTidyWrite,
+					ForwardPerformanceStandby:   true,
+					ForwardPerformanceSecondary: true,
+				},
+			},
+			HelpSynopsis:    "Run the lifecycle sweep now.",
+			HelpDescription: tidyHelp,
+		},
+		{
+			Pattern: "tidy/status$",
+			DisplayAttrs: &framework.DisplayAttributes{
+				OperationPrefix: operationPrefix,
+				OperationSuffix: "tidy-status",
+			},
+			Operations: map[logical.Operation]framework.OperationHandler{
+				logical.ReadOperation: &framework.PathOperation{Callback: b.pathTidyStatus},
+			},
+			HelpSynopsis:    "Show the last lifecycle sweep.",
+			HelpDescription: tidyHelp,
+		},
+	}
+}
+
+func (b *backend) pathTidyWrite(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
+	st := b.background.sweep(detached(ctx), req.Storage)
+	return &logical.Response{Data: st.data()}, nil
+}
+
+func (b *backend) pathTidyStatus(context.Context, *logical.Request, *framework.FieldData) (*logical.Response, error) {
+	b.background.mu.Lock()
+	st := b.background.last
+	b.background.mu.Unlock()
+	return &logical.Response{Data: st.data()}, nil
+}
+
+func (st tidyStatus) data() map[string]any {
+	return map[string]any{
+		"started_at":             formatTime(st.StartedAt),
+		"duration_ms":            st.Duration.Milliseconds(),
+		"queued_revocations":     st.Queued,
+		"revocations_attempted":  st.Attempted,
+		"revocations_succeeded":  st.Revoked,
+		"revocations_failed":     st.Failed,
+		"next_due":               formatTime(st.NextDue),
+		"last_error":             st.LastError,
+		"sweeps_since_plugin_up": st.SweepsTotal,
+	}
+}
+
+const tidyHelp = `
+The lifecycle sweep retries queued upstream revocations (grants deleted
+while their provider was unreachable, grants past max_age or idle_timeout).
+It runs every tidy_interval (config) on the node that can write; tidy runs it
+now and returns what it did; tidy/status shows the last sweep.
+`
