@@ -119,6 +119,9 @@ func (b *backend) refreshFailed(ctx context.Context, s logical.Storage, g *grant
 		return logical.CodedError(http.StatusBadRequest, fmt.Sprintf(
 			"grant %q is invalid: provider %q said invalid_grant; re-authorization is needed", g.Name, g.Provider))
 	}
+	if len(scopes) == 0 {
+		scopes = g.Scopes
+	}
 	mapped := upstreamError(g.Provider, err, scopes)
 	g.LastError = mapped.Error()
 	if perr := putGrant(ctx, s, g); perr != nil && !isReadOnlyErr(perr) {

@@ -1,0 +1,470 @@
+package backend
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/vault/sdk/logical"
+)
+
+type testEnv struct {
+	t       *testing.T
+	b       *backend
+	storage logical.Storage
+	up      *fakeUpstream
+}
+
+func newTestEnv(t *testing.T) *testEnv {
+	t.Helper()
+	conf := logical.TestBackendConfig()
+	conf.StorageView = &logical.InmemStorage{}
+	raw, err := Factory(context.Background(), conf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := raw.(*backend)
+	if err := b.Initialize(context.Background(), &logical.InitializationRequest{Storage: conf.StorageView}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Cleanup(context.Background()) })
+	env := &testEnv{t: t, b: b, storage: conf.StorageView, up: newFakeUpstream(t)}
+	env.mustWrite("providers/up", map[string]any{
+		"token_url":         env.up.URL + "/token",
+		"revocation_url":    env.up.URL + "/revoke",
+		"introspection_url": env.up.URL + "/introspect",
+		"client_id":         "vault",
+		"client_secret":     "client-secret-value",
+	})
+	return env
+}
+
+func (e *testEnv) do(op logical.Operation, path string, data map[string]any) (*logical.Response, error) {
+	e.t.Helper()
+	return e.b.HandleRequest(context.Background(), &logical.Request{
+		Operation: op, Path: path, Data: data, Storage: e.storage,
+	})
+}
+
+func (e *testEnv) mustWrite(path string, data map[string]any) *logical.Response {
+	e.t.Helper()
+	var op logical.Operation = logical.UpdateOperation
+	if checked, exists, _ := e.b.HandleExistenceCheck(context.Background(), &logical.Request{
+		Operation: logical.CreateOperation, Path: path, Storage: e.storage,
+	}); checked && !exists {
+		op = logical.CreateOperation
+	}
+	resp, err := e.do(op, path, data)
+	if err != nil || resp.IsError() {
+		e.t.Fatalf("write %s: err=%v resp=%v", path, err, resp)
+	}
+	return resp
+}
+
+func (e *testEnv) creds(role string) (*logical.Response, error) {
+	return e.do(logical.ReadOperation, "creds/"+role, nil)
+}
+
+func (e *testEnv) revoke(resp *logical.Response) error {
+	_, err := e.b.HandleRequest(context.Background(), &logical.Request{
+		Operation: logical.RevokeOperation, Storage: e.storage, Secret: resp.Secret,
+	})
+	return err
+}
+
+func (e *testEnv) grant(name string) map[string]any {
+	e.t.Helper()
+	resp, err := e.do(logical.ReadOperation, "grants/"+name, nil)
+	if err != nil || resp == nil {
+		e.t.Fatalf("read grant %s: %v %v", name, err, resp)
+	}
+	return resp.Data
+}
+
+func statusOf(err error) int {
+	var coded logical.HTTPCodedError
+	if errors.As(err, &coded) {
+		return coded.Code()
+	}
+	return 0
+}
+
+func TestConcurrentCredsOnOneGrantNeverBurnIt(t *testing.T) {
+	env := newTestEnv(t)
+	env.mustWrite("grants/g", map[string]any{"provider": "up", "refresh_token": env.up.mint("read write"), "scopes": "read,write"})
+	env.mustWrite("roles/r", map[string]any{"grant": "g", "scopes": "read"})
+
+	const n = 64
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, err := env.creds("r")
+			if err == nil && resp.IsError() {
+				err = resp.Error()
+			}
+			errs <- err
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatalf("concurrent creds read failed: %v", err)
+		}
+	}
+	g := env.grant("g")
+	if g["status"] != statusActive || g["rotation_count"].(int64) != n || g["refresh_count"].(int64) != n {
+		t.Fatalf("grant after %d reads: %v", n, g)
+	}
+	if env.up.refreshes != n {
+		t.Fatalf("upstream saw %d refreshes, want %d", env.up.refreshes, n)
+	}
+	if g["active_leases"].(int64) != n {
+		t.Fatalf("active_leases = %v", g["active_leases"])
+	}
+}
+
+func TestCredsResponseAndDownScoping(t *testing.T) {
+	env := newTestEnv(t)
+	rt := env.up.mint("read write")
+	env.mustWrite("grants/g", map[string]any{"provider": "up", "refresh_token": rt, "scopes": "read,write"})
+	env.mustWrite("roles/r", map[string]any{"grant": "g", "scopes": "read", "ttl": "1h"})
+
+	resp, err := env.creds("r")
+	if err != nil || resp.IsError() {
+		t.Fatal(err, resp)
+	}
+	d := resp.Data
+	if d["revocation"] != revocationExpiryOnly || d["grant"] != "g" || fmt.Sprint(d["scopes"]) != "[read]" || d["token_type"] != "Bearer" {
+		t.Fatalf("creds data = %v", d)
+	}
+	if ttl := resp.Secret.TTL; ttl > 300*time.Second || ttl < 280*time.Second {
+		t.Fatalf("lease TTL %s is not bounded by the token's 300s life", ttl)
+	}
+	for _, v := range []any{resp.Data, resp.Secret.InternalData} {
+		if strings.Contains(fmt.Sprint(v), rt) || strings.Contains(fmt.Sprint(v), "client-secret-value") {
+			t.Fatalf("secret leaked: %v", v)
+		}
+	}
+	if gr := env.grant("g"); strings.Contains(fmt.Sprint(gr), "secret") {
+		t.Fatalf("grant read leaks: %v", gr)
+	}
+	prov, _ := env.do(logical.ReadOperation, "providers/up", nil)
+	if prov.Data["client_secret_set"] != true || strings.Contains(fmt.Sprint(prov.Data), "client-secret-value") {
+		t.Fatalf("provider read = %v", prov.Data)
+	}
+
+	// A role cannot widen the grant.
+	resp, err = env.do(logical.CreateOperation, "roles/wide", map[string]any{"grant": "g", "scopes": "read,admin"})
+	if err != nil || !resp.IsError() || !strings.Contains(resp.Error().Error(), "admin") {
+		t.Fatalf("widening role accepted: %v %v", err, resp)
+	}
+}
+
+func TestStrictScopes(t *testing.T) {
+	env := newTestEnv(t)
+	env.mustWrite("grants/g", map[string]any{"provider": "up", "refresh_token": env.up.mint("read write"), "scopes": "read,write"})
+	env.mustWrite("roles/r", map[string]any{"grant": "g", "scopes": "read"})
+	env.up.extraScope = "write" // a server that ignores the narrower scope
+	_, err := env.creds("r")
+	if statusOf(err) != http.StatusBadRequest || !strings.Contains(err.Error(), "[write]") {
+		t.Fatalf("err = %v", err)
+	}
+	if g := env.grant("g"); g["active_leases"].(int64) != 0 || g["rotation_count"].(int64) != 1 {
+		t.Fatalf("refused token was counted or rotation lost: %v", g)
+	}
+	env.mustWrite("roles/r", map[string]any{"strict_scopes": false})
+	resp, err := env.creds("r")
+	if err != nil || len(resp.Warnings) != 1 || fmt.Sprint(resp.Data["scopes"]) != "[read write]" {
+		t.Fatalf("non-strict: %v %v", err, resp)
+	}
+}
+
+func TestUpstreamErrorsMapAndOnlyInvalidGrantKills(t *testing.T) {
+	env := newTestEnv(t)
+	env.mustWrite("grants/g", map[string]any{"provider": "up", "refresh_token": env.up.mint("read"), "scopes": "read"})
+	env.mustWrite("roles/r", map[string]any{"grant": "g"})
+
+	for _, tc := range []struct {
+		code   string
+		status int
+		want   int
+	}{
+		{"", 503, http.StatusBadGateway},
+		{"", 429, http.StatusTooManyRequests},
+		{"invalid_client", 400, http.StatusBadGateway},
+		{"invalid_scope", 400, http.StatusBadRequest},
+	} {
+		env.up.fail(tc.code, tc.status)
+		_, err := env.creds("r")
+		if statusOf(err) != tc.want {
+			t.Fatalf("upstream %d %s: got %v (status %d), want %d", tc.status, tc.code, err, statusOf(err), tc.want)
+		}
+		if g := env.grant("g"); g["status"] != statusActive || g["last_error"] == "" {
+			t.Fatalf("after %d %s the grant is %v", tc.status, tc.code, g)
+		}
+	}
+	if _, err := env.creds("r"); err != nil {
+		t.Fatalf("grant does not work after transient errors: %v", err)
+	}
+	env.up.fail("invalid_grant", 400)
+	_, err := env.creds("r")
+	if statusOf(err) != http.StatusBadRequest || !strings.Contains(err.Error(), "re-authorization") {
+		t.Fatalf("invalid_grant: %v", err)
+	}
+	if g := env.grant("g"); g["status"] != statusInvalid {
+		t.Fatalf("grant = %v", g)
+	}
+	if _, err := env.creds("r"); statusOf(err) != http.StatusBadRequest {
+		t.Fatalf("invalid grant still issues: %v", err)
+	}
+}
+
+func TestClientCredentialsLeaseRevocation(t *testing.T) {
+	env := newTestEnv(t)
+	env.mustWrite("roles/cc", map[string]any{"grant_type": "client_credentials", "provider": "up", "scopes": "svc"})
+	resp, err := env.creds("cc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	token := resp.Data["access_token"].(string)
+	if resp.Data["revocation"] != revocationOnLeaseEnd || !env.up.isActive(token) {
+		t.Fatalf("creds = %v", resp.Data)
+	}
+
+	// Upstream down: revocation fails so that Vault retries it.
+	env.up.fail("", 503)
+	if err := env.revoke(resp); err == nil || errors.Is(err, logical.ErrUnrecoverable) {
+		t.Fatalf("transient failure must be retryable, got %v", err)
+	}
+	if err := env.revoke(resp); err != nil {
+		t.Fatal(err)
+	}
+	if env.up.isActive(token) {
+		t.Fatal("token still active after revocation")
+	}
+	if err := env.revoke(resp); err != nil {
+		t.Fatalf("second revocation is not idempotent: %v", err)
+	}
+
+	// Provider gone: no retry can help.
+	resp, _ = env.creds("cc")
+	env.mustWrite("providers/up", map[string]any{"revocation_url": ""})
+	env.b.dropProvider("up")
+	if err := env.revoke(resp); !errors.Is(err, logical.ErrUnrecoverable) {
+		t.Fatalf("no revocation endpoint: %v", err)
+	}
+}
+
+func TestNonCascadingRefreshLeasesRevokeOnEnd(t *testing.T) {
+	env := newTestEnv(t)
+	env.up.cascade = false
+	env.mustWrite("providers/up", map[string]any{"revocation_cascades": false})
+	env.mustWrite("grants/g", map[string]any{"provider": "up", "refresh_token": env.up.mint("read"), "scopes": "read"})
+	env.mustWrite("roles/r", map[string]any{"grant": "g"})
+	resp, err := env.creds("r")
+	if err != nil || resp.Data["revocation"] != revocationOnLeaseEnd {
+		t.Fatal(err, resp)
+	}
+	second, _ := env.creds("r")
+	if err := env.revoke(resp); err != nil {
+		t.Fatal(err)
+	}
+	if env.up.isActive(resp.Data["access_token"].(string)) {
+		t.Fatal("lease end did not revoke the token")
+	}
+	if g := env.grant("g"); g["active_leases"].(int64) != 1 {
+		t.Fatalf("active_leases = %v", g["active_leases"])
+	}
+	// Deleting the grant revokes the refresh token and the outstanding token.
+	if resp, err := env.do(logical.DeleteOperation, "grants/g", nil); err != nil || resp != nil {
+		t.Fatal(err, resp)
+	}
+	if env.up.isActive(second.Data["access_token"].(string)) {
+		t.Fatal("grant deletion left an outstanding access token alive")
+	}
+	if env.up.grantAlive("g1") {
+		t.Fatal("grant deletion left the refresh token alive")
+	}
+}
+
+func TestDeleteWhileUpstreamDownKeepsRevoking(t *testing.T) {
+	env := newTestEnv(t)
+	env.mustWrite("config", map[string]any{"tidy_interval": 1})
+	env.mustWrite("grants/g", map[string]any{"provider": "up", "refresh_token": env.up.mint("read")})
+	env.mustWrite("roles/r", map[string]any{"grant": "g"})
+	env.up.fail("", 503, 503)
+	resp, err := env.do(logical.DeleteOperation, "grants/g", nil)
+	if err != nil || resp == nil || resp.Data["status"] != statusRevoking || len(resp.Warnings) == 0 {
+		t.Fatalf("delete with upstream down: %v %v", err, resp)
+	}
+	if g := env.grant("g"); g["status"] != statusRevoking {
+		t.Fatalf("grant = %v", g)
+	}
+	if _, err := env.creds("r"); statusOf(err) != http.StatusBadRequest || !strings.Contains(err.Error(), "being revoked") {
+		t.Fatalf("creds of a revoking grant: %v", err)
+	}
+	// The background worker retries until the upstream answers.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, _ := env.do(logical.ReadOperation, "grants/g", nil)
+		if resp == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("grant still there: %v", resp.Data)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if env.up.grantAlive("g1") {
+		t.Fatal("refresh token alive after the retried revocation")
+	}
+}
+
+func TestSealedRefreshTokenCannotMoveBetweenGrants(t *testing.T) {
+	env := newTestEnv(t)
+	env.mustWrite("grants/a", map[string]any{"provider": "up", "refresh_token": env.up.mint("read")})
+	env.mustWrite("grants/b", map[string]any{"provider": "up", "refresh_token": env.up.mint("read")})
+	ctx := context.Background()
+	a, _ := getGrant(ctx, env.storage, "a")
+	b, _ := getGrant(ctx, env.storage, "b")
+	b.RefreshToken = a.RefreshToken
+	if err := putGrant(ctx, env.storage, b); err != nil {
+		t.Fatal(err)
+	}
+	env.mustWrite("roles/r", map[string]any{"grant": "b"})
+	if _, err := env.creds("r"); err == nil || !strings.Contains(err.Error(), "does not belong") {
+		t.Fatalf("a moved sealed blob was accepted: %v", err)
+	}
+	raw, _ := env.storage.Get(ctx, "grants/a")
+	if strings.Contains(string(raw.Value), "rt-") {
+		t.Fatal("refresh token stored in the clear")
+	}
+}
+
+func TestKeysRotateReseals(t *testing.T) {
+	env := newTestEnv(t)
+	for i := 0; i < 5; i++ {
+		env.mustWrite(fmt.Sprintf("grants/g%d", i), map[string]any{"provider": "up", "refresh_token": env.up.mint("read")})
+	}
+	resp := env.mustWrite("keys/rotate", nil)
+	if resp.Data["key_version"] != 2 || resp.Data["grants_resealed"] != 5 || resp.Data["providers_resealed"] != 1 {
+		t.Fatalf("rotate = %v", resp.Data)
+	}
+	kr, _ := env.b.sealingKeys(context.Background(), env.storage)
+	if len(kr.Keys) != 1 {
+		t.Fatalf("old key kept: %d keys", len(kr.Keys))
+	}
+	env.b.dropProvider("up")
+	env.mustWrite("roles/r", map[string]any{"grant": "g3"})
+	if _, err := env.creds("r"); err != nil {
+		t.Fatalf("creds after rotation: %v", err)
+	}
+}
+
+func TestTokenReuseSharesAndRevokesWithLastLease(t *testing.T) {
+	env := newTestEnv(t)
+	env.mustWrite("roles/cc", map[string]any{"grant_type": "client_credentials", "provider": "up", "token_reuse": true})
+	first, err := env.creds("cc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	second, err := env.creds("cc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	token := first.Data["access_token"].(string)
+	if second.Data["access_token"] != token {
+		t.Fatal("token_reuse issued a second token")
+	}
+	if err := env.revoke(first); err != nil {
+		t.Fatal(err)
+	}
+	if !env.up.isActive(token) {
+		t.Fatal("shared token revoked while a lease still holds it")
+	}
+	if err := env.revoke(second); err != nil {
+		t.Fatal(err)
+	}
+	if env.up.isActive(token) {
+		t.Fatal("shared token alive after its last lease ended")
+	}
+	third, _ := env.creds("cc")
+	if third.Data["access_token"] == token {
+		t.Fatal("a revoked shared token was handed out again")
+	}
+}
+
+func TestRenewReverifies(t *testing.T) {
+	env := newTestEnv(t)
+	env.mustWrite("grants/g", map[string]any{"provider": "up", "refresh_token": env.up.mint("read")})
+	env.mustWrite("roles/r", map[string]any{"grant": "g", "verify_on_renew": true, "ttl": 60})
+	resp, err := env.creds("r")
+	if err != nil {
+		t.Fatal(err)
+	}
+	renew := func() error {
+		resp.Secret.IssueTime = time.Now()
+		_, err := env.b.HandleRequest(context.Background(), &logical.Request{Operation: logical.RenewOperation, Storage: env.storage, Secret: resp.Secret})
+		return err
+	}
+	if err := renew(); err != nil {
+		t.Fatalf("renew: %v", err)
+	}
+	env.up.mu.Lock()
+	env.up.killGrant("g1")
+	env.up.mu.Unlock()
+	if err := renew(); err == nil || !strings.Contains(err.Error(), "no longer active") {
+		t.Fatalf("renew of a dead token: %v", err)
+	}
+	env.mustWrite("roles/r", map[string]any{"verify_on_renew": false})
+	env.do(logical.DeleteOperation, "grants/g", map[string]any{"force": true})
+	if err := renew(); err == nil || !strings.Contains(err.Error(), "grant") {
+		t.Fatalf("renew after grant deletion: %v", err)
+	}
+}
+
+func TestValidationNamesTheField(t *testing.T) {
+	env := newTestEnv(t)
+	for _, tc := range []struct {
+		path  string
+		data  map[string]any
+		field string
+	}{
+		{"providers/p", map[string]any{"client_id": "c", "client_secret": "s", "token_url": "http://idp.example.com/token"}, "token_url"},
+		{"providers/p", map[string]any{"client_id": "c", "client_secret": "s", "token_url": "https://169.254.169.254/token"}, "token_url"},
+		{"providers/p", map[string]any{"token_url": "https://idp.example.com/token", "client_secret": "s"}, "client_id"},
+		{"providers/p", map[string]any{"token_url": "https://idp.example.com/token", "client_id": "c"}, "client_secret"},
+		{"providers/p", map[string]any{"token_url": "https://idp.example.com/token", "client_id": "c", "client_auth": "none", "token_params": "grant_type=x"}, "token_params"},
+		{"grants/g", map[string]any{"provider": "up"}, "refresh_token"},
+		{"grants/g", map[string]any{"provider": "nope", "refresh_token": "x"}, "provider"},
+		{"roles/r", map[string]any{"grant": "missing"}, "grant"},
+		{"roles/r", map[string]any{"grant_type": "client_credentials"}, "provider"},
+		{"config", map[string]any{"tidy_interval": 0}, "tidy_interval"},
+	} {
+		op := logical.CreateOperation
+		if tc.path == "config" {
+			op = logical.UpdateOperation
+		}
+		resp, err := env.do(op, tc.path, tc.data)
+		if err == nil && (resp == nil || !resp.IsError()) {
+			t.Errorf("%s %v accepted", tc.path, tc.data)
+			continue
+		}
+		msg := fmt.Sprint(err)
+		if resp != nil && resp.IsError() {
+			msg = resp.Error().Error()
+		}
+		if !strings.Contains(msg, tc.field) {
+			t.Errorf("%s %v: error %q does not name %s", tc.path, tc.data, msg, tc.field)
+		}
+	}
+}

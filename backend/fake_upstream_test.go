@@ -1,0 +1,191 @@
+package backend
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+)
+
+// fakeUpstream is a small rotating, reuse-detecting OAuth server for unit
+// tests of odd upstream behaviour. The end-to-end suite uses the real one.
+type fakeUpstream struct {
+	*httptest.Server
+	mu        sync.Mutex
+	seq       int
+	refresh   map[string]*fakeRefresh // refresh token -> state
+	access    map[string]fakeAccess
+	failNext  []int  // statuses for the next token requests
+	errorCode string // error code with failNext 400s
+	rotate    bool
+	cascade   bool
+	refreshes int
+	revoked   []string
+	extraScope string
+}
+
+type fakeRefresh struct {
+	grant  string
+	scopes string
+	used   bool
+}
+
+type fakeAccess struct {
+	grant  string
+	scopes string
+	active bool
+}
+
+func newFakeUpstream(t *testing.T) *fakeUpstream {
+	f := &fakeUpstream{refresh: map[string]*fakeRefresh{}, access: map[string]fakeAccess{}, rotate: true, cascade: true}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/token", f.token)
+	mux.HandleFunc("/revoke", f.revoke)
+	mux.HandleFunc("/introspect", f.introspect)
+	f.Server = httptest.NewServer(mux)
+	t.Cleanup(f.Close)
+	return f
+}
+
+func (f *fakeUpstream) mint(scopes string) string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.seq++
+	rt := fmt.Sprintf("rt-%d-secret", f.seq)
+	f.refresh[rt] = &fakeRefresh{grant: fmt.Sprintf("g%d", f.seq), scopes: scopes}
+	return rt
+}
+
+func (f *fakeUpstream) killGrant(grant string) {
+	for k, v := range f.refresh {
+		if v.grant == grant {
+			delete(f.refresh, k)
+		}
+	}
+	for k, v := range f.access {
+		if v.grant == grant {
+			v.active = false
+			f.access[k] = v
+		}
+	}
+}
+
+func oauthError(w http.ResponseWriter, status int, code string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(map[string]string{"error": code})
+}
+
+func (f *fakeUpstream) token(w http.ResponseWriter, r *http.Request) {
+	r.ParseForm()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.failNext) > 0 {
+		status := f.failNext[0]
+		f.failNext = f.failNext[1:]
+		if status == 400 {
+			oauthError(w, 400, f.errorCode)
+		} else {
+			w.WriteHeader(status)
+		}
+		return
+	}
+	f.seq++
+	var grant, scopes string
+	resp := map[string]any{"token_type": "Bearer", "expires_in": 300}
+	switch r.PostForm.Get("grant_type") {
+	case "refresh_token":
+		rt := f.refresh[r.PostForm.Get("refresh_token")]
+		if rt == nil {
+			oauthError(w, 400, "invalid_grant")
+			return
+		}
+		if rt.used { // reuse detection: the whole grant dies
+			f.killGrant(rt.grant)
+			oauthError(w, 400, "invalid_grant")
+			return
+		}
+		f.refreshes++
+		grant, scopes = rt.grant, rt.scopes
+		if s := r.PostForm.Get("scope"); s != "" {
+			scopes = s
+		}
+		if f.rotate {
+			rt.used = true
+			next := fmt.Sprintf("rt-%d-secret", f.seq)
+			f.refresh[next] = &fakeRefresh{grant: rt.grant, scopes: rt.scopes}
+			resp["refresh_token"] = next
+		}
+	case "client_credentials":
+		grant, scopes = fmt.Sprintf("cc%d", f.seq), r.PostForm.Get("scope")
+	default:
+		oauthError(w, 400, "unsupported_grant_type")
+		return
+	}
+	if f.extraScope != "" {
+		scopes = strings.TrimSpace(scopes + " " + f.extraScope)
+	}
+	at := fmt.Sprintf("at-%d", f.seq)
+	f.access[at] = fakeAccess{grant: grant, scopes: scopes, active: true}
+	resp["access_token"], resp["scope"] = at, scopes
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(resp)
+}
+
+func (f *fakeUpstream) revoke(w http.ResponseWriter, r *http.Request) {
+	r.ParseForm()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.failNext) > 0 {
+		status := f.failNext[0]
+		f.failNext = f.failNext[1:]
+		w.WriteHeader(status)
+		return
+	}
+	tok := r.PostForm.Get("token")
+	f.revoked = append(f.revoked, tok)
+	if a, ok := f.access[tok]; ok {
+		a.active = false
+		f.access[tok] = a
+		if f.cascade {
+			f.killGrant(a.grant)
+		}
+	}
+	if rt, ok := f.refresh[tok]; ok {
+		f.killGrant(rt.grant)
+	}
+}
+
+func (f *fakeUpstream) introspect(w http.ResponseWriter, r *http.Request) {
+	r.ParseForm()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	a := f.access[r.PostForm.Get("token")]
+	json.NewEncoder(w).Encode(map[string]any{"active": a.active, "scope": a.scopes})
+}
+
+func (f *fakeUpstream) fail(code string, statuses ...int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.failNext, f.errorCode = statuses, code
+}
+
+func (f *fakeUpstream) isActive(token string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.access[token].active
+}
+
+func (f *fakeUpstream) grantAlive(grant string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, v := range f.refresh {
+		if v.grant == grant && !v.used {
+			return true
+		}
+	}
+	return false
+}
