@@ -75,7 +75,6 @@ func newBackend(conf *logical.BackendConfig) *backend {
 		Help:        strings.TrimSpace(backendHelp),
 		BackendType: logical.TypeLogical,
 		PathsSpecial: &logical.Paths{
-			Unauthenticated: []string{"callback"},
 			SealWrapStorage: []string{
 				providerPrefix,
 				grantPrefix,

@@ -790,11 +790,15 @@ function grantInfo(grantId) {
   const grant = liveGrant(grantId);
   const tokens = counters();
   const activeTokens = counters();
+  // Opaque token values are their ids: tests grep Vault's logs for every
+  // refresh token the grant ever had, rotated ones included.
+  const refreshTokenValues = [];
   const nowSec = epochTime();
   for (const key of store.grants.get(grantId) || []) {
     const entry = store.get(key);
     if (!entry) continue;
-    const [model] = Store.split(key);
+    const [model, id] = Store.split(key);
+    if (model === 'RefreshToken') refreshTokenValues.push(id);
     inc(tokens, model);
     if (!entry.payload.consumed && !(entry.payload.exp && entry.payload.exp <= nowSec)) inc(activeTokens, model);
   }
@@ -806,6 +810,7 @@ function grantInfo(grantId) {
     resources: grant?.resources,
     tokens,
     active_tokens: activeTokens,
+    refresh_token_values: refreshTokenValues,
   };
 }
 
