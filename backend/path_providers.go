@@ -258,7 +258,7 @@ func (b *backend) pathProviderWrite(ctx context.Context, req *logical.Request, d
 				return logical.ErrorResponse("issuer: %s", err), nil
 			}
 		}
-		rediscover = issuer != p.Issuer || issuer != ""
+		rediscover = issuer != ""
 		p.Issuer = issuer
 		if issuer == "" {
 			p.Discovered = oauthclient.Endpoints{}
