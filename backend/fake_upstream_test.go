@@ -14,16 +14,16 @@ import (
 // tests of odd upstream behaviour. The end-to-end suite uses the real one.
 type fakeUpstream struct {
 	*httptest.Server
-	mu        sync.Mutex
-	seq       int
-	refresh   map[string]*fakeRefresh // refresh token -> state
-	access    map[string]fakeAccess
-	failNext  []int  // statuses for the next token requests
-	errorCode string // error code with failNext 400s
-	rotate    bool
-	cascade   bool
-	refreshes int
-	revoked   []string
+	mu         sync.Mutex
+	seq        int
+	refresh    map[string]*fakeRefresh // refresh token -> state
+	access     map[string]fakeAccess
+	failNext   []int  // statuses for the next token requests
+	errorCode  string // error code with failNext 400s
+	rotate     bool
+	cascade    bool
+	refreshes  int
+	revoked    []string
 	extraScope string
 }
 

@@ -462,3 +462,20 @@ func authorize(t *testing.T, up *Upstream, redirectURI, verifier, scope string) 
 	t.Fatal("authorization flow did not reach the redirect URI")
 	return ""
 }
+
+func TestRunningVersionIsReported(t *testing.T) {
+	v := startVault(t)
+	out := v.MustCLI(t, "secrets", "list", "-detailed", "-format=json")
+	var mounts map[string]struct {
+		Type                 string `json:"type"`
+		RunningPluginVersion string `json:"running_plugin_version"`
+		RunningSHA256        string `json:"running_sha256"`
+	}
+	if err := json.Unmarshal([]byte(out), &mounts); err != nil {
+		t.Fatal(err)
+	}
+	m := mounts["oauth/"]
+	if m.Type != pluginName || m.RunningPluginVersion != pluginVersion || m.RunningSHA256 != v.PluginSHA256 {
+		t.Fatalf("oauth/ mount = %+v, want version %q sha %s", m, pluginVersion, v.PluginSHA256)
+	}
+}
