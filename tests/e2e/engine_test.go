@@ -14,19 +14,21 @@ import (
 	"time"
 
 	"github.com/hashicorp/vault/api"
+
+	"github.com/vault-plugin-secrets-oauth/vault-plugin-secrets-oauth/tests/harness"
 )
 
 // engine is a Vault with the plugin mounted and a provider "local" that
 // points at a running upstream through issuer discovery.
 type engine struct {
-	v  *Vault
-	up *Upstream
+	v  *harness.Vault
+	up *harness.Upstream
 }
 
-func startEngine(t *testing.T, opts UpstreamOptions) *engine {
+func startEngine(t *testing.T, opts harness.UpstreamOptions) *engine {
 	t.Helper()
-	up := startUpstream(t, opts)
-	v := startVault(t)
+	up := harness.StartUpstream(t, opts)
+	v := harness.StartVault(t)
 	v.MustCLI(t, "write", "oauth/config", "tidy_interval=1s", "upstream_timeout=5s")
 	v.MustCLI(t, "write", "oauth/providers/local",
 		"issuer="+up.URL, "client_id="+up.ClientID, "client_secret="+up.ClientSecret)
@@ -90,7 +92,7 @@ func (e *engine) cliCreds(t *testing.T, role string) map[string]any {
 }
 
 func TestImportedGrantIssuesDownScopedToken(t *testing.T) {
-	e := startEngine(t, UpstreamOptions{})
+	e := startEngine(t, harness.UpstreamOptions{})
 	e.importGrant(t, "deploy-bot", "api:read api:write")
 	e.v.MustCLI(t, "write", "oauth/roles/reader", "grant=deploy-bot", "scopes=api:read", "ttl=10m")
 
@@ -117,7 +119,7 @@ func TestImportedGrantIssuesDownScopedToken(t *testing.T) {
 }
 
 func TestCascadingProviderLeasesEndByExpiryOnly(t *testing.T) {
-	e := startEngine(t, UpstreamOptions{})
+	e := startEngine(t, harness.UpstreamOptions{})
 	e.importGrant(t, "g", "api:read")
 	e.v.MustCLI(t, "write", "oauth/roles/r", "grant=g")
 
@@ -143,7 +145,7 @@ func TestCascadingProviderLeasesEndByExpiryOnly(t *testing.T) {
 }
 
 func TestConcurrentCredsOnOneGrantAtRotatingUpstream(t *testing.T) {
-	e := startEngine(t, UpstreamOptions{})
+	e := startEngine(t, harness.UpstreamOptions{})
 	_, upstreamGrant := e.importGrant(t, "shared", "api:read")
 	e.v.MustCLI(t, "write", "oauth/roles/r", "grant=shared")
 
@@ -191,7 +193,7 @@ func TestConcurrentCredsOnOneGrantAtRotatingUpstream(t *testing.T) {
 }
 
 func TestClientCredentialsLeaseEndRevokesUpstream(t *testing.T) {
-	e := startEngine(t, UpstreamOptions{})
+	e := startEngine(t, harness.UpstreamOptions{})
 	e.v.MustCLI(t, "write", "oauth/roles/svc", "grant_type=client_credentials", "provider=local", "scopes=api:read")
 
 	c := e.cliCreds(t, "svc")
@@ -215,7 +217,7 @@ func TestClientCredentialsLeaseEndRevokesUpstream(t *testing.T) {
 	if e.up.Introspect(t, shortToken)["active"] != true {
 		t.Fatal("fresh token inactive")
 	}
-	eventually(t, 30*time.Second, func() bool {
+	harness.Eventually(t, 30*time.Second, func() bool {
 		return e.up.Introspect(t, shortToken)["active"] == false
 	}, "expired lease's token still active upstream")
 	lived := time.Since(issued)
@@ -227,7 +229,7 @@ func TestClientCredentialsLeaseEndRevokesUpstream(t *testing.T) {
 
 func TestDeleteGrantRevokesUpstreamAndRetriesWhenDown(t *testing.T) {
 	state := t.TempDir() + "/upstream-state.json"
-	e := startEngine(t, UpstreamOptions{StateFile: state})
+	e := startEngine(t, harness.UpstreamOptions{StateFile: state})
 	rt1, _ := e.importGrant(t, "a", "api:read")
 	rt2, grant2 := e.importGrant(t, "b", "api:read")
 
@@ -253,7 +255,7 @@ func TestDeleteGrantRevokesUpstreamAndRetriesWhenDown(t *testing.T) {
 	}
 
 	e.up.Restart(t)
-	eventually(t, 30*time.Second, func() bool { return e.grant(t, "b") == nil }, "grant b not erased after upstream came back")
+	harness.Eventually(t, 30*time.Second, func() bool { return e.grant(t, "b") == nil }, "grant b not erased after upstream came back")
 	stats := e.up.Stats(t)
 	found := false
 	for _, r := range stats.Revocations {
@@ -270,7 +272,7 @@ func TestDeleteGrantRevokesUpstreamAndRetriesWhenDown(t *testing.T) {
 }
 
 func TestPluginKilledMidRunRecovers(t *testing.T) {
-	e := startEngine(t, UpstreamOptions{})
+	e := startEngine(t, harness.UpstreamOptions{})
 	e.importGrant(t, "g", "api:read")
 	e.v.MustCLI(t, "write", "oauth/roles/r", "grant=g")
 	e.mustCreds(t, "r")
@@ -281,7 +283,7 @@ func TestPluginKilledMidRunRecovers(t *testing.T) {
 	}
 	t.Logf("killed plugin pid %d", pid)
 	var last error
-	eventually(t, 60*time.Second, func() bool {
+	harness.Eventually(t, 60*time.Second, func() bool {
 		_, last = e.creds("r")
 		return last == nil
 	}, "creds never worked again after the plugin was killed")
@@ -298,7 +300,7 @@ func TestPluginKilledMidRunRecovers(t *testing.T) {
 // log at trace level and two audit devices, one of them raw, and then looks
 // for each real secret value in both.
 func TestSecretHygiene(t *testing.T) {
-	e := startEngine(t, UpstreamOptions{})
+	e := startEngine(t, harness.UpstreamOptions{})
 	rawAudit := t.TempDir() + "/audit-raw.log"
 	e.v.MustCLI(t, "audit", "enable", "-path=raw", "file", "file_path="+rawAudit, "log_raw=true")
 	// Re-write the provider so its client secret passes through both devices.
@@ -326,7 +328,7 @@ func TestSecretHygiene(t *testing.T) {
 	e.v.MustCLI(t, "lease", "revoke", svc.LeaseID)
 
 	// The authorization-code flow with PKCE, driven like a browser would.
-	verifier := "verifier-" + randomHex(t, 24)
+	verifier := "verifier-" + harness.RandomHex(t, 24)
 	code := authorize(t, e.up, "http://127.0.0.1/callback", verifier, "offline_access api:read")
 	e.v.MustCLI(t, "write", "oauth/grants/authorized", "provider=local", "code="+code,
 		"redirect_uri=http://127.0.0.1/callback", "code_verifier="+verifier)
@@ -338,7 +340,7 @@ func TestSecretHygiene(t *testing.T) {
 
 	// Errors must not carry secrets either: a bad refresh token and a
 	// replayed code.
-	e.v.MustCLI(t, "write", "oauth/grants/bogus", "provider=local", "refresh_token=bogus-"+randomHex(t, 16))
+	e.v.MustCLI(t, "write", "oauth/grants/bogus", "provider=local", "refresh_token=bogus-"+harness.RandomHex(t, 16))
 	e.v.MustCLI(t, "write", "oauth/roles/bogus", "grant=bogus")
 	if _, err := e.creds("bogus"); err == nil || !strings.Contains(err.Error(), "invalid") {
 		t.Fatalf("bogus grant: %v", err)
@@ -358,7 +360,7 @@ func TestSecretHygiene(t *testing.T) {
 	for i, r := range rotated {
 		secrets[fmt.Sprintf("rotated refresh token #%d", i+1)] = r
 	}
-	assertNoNamedSecretsInLogs(t, e.v, secrets)
+	harness.AssertNoNamedSecretsInLogs(t, e.v, secrets)
 	assertNoSecretsInAuditResponses(t, rawAudit, secrets)
 	// Positive control: the raw device does record what the operator typed,
 	// so the search above looks at real values in a real log.
@@ -415,18 +417,18 @@ func assertNoSecretsInAuditResponses(t *testing.T, path string, secrets map[stri
 // authorize runs the authorization-code flow with PKCE S256 against the
 // upstream the way a browser would (following redirects with a cookie jar,
 // posting the login form) and returns the code.
-func authorize(t *testing.T, up *Upstream, redirectURI, verifier, scope string) string {
+func authorize(t *testing.T, up *harness.Upstream, redirectURI, verifier, scope string) string {
 	t.Helper()
 	jar, _ := cookiejar.New(nil)
 	client := &http.Client{Jar: jar, Timeout: 10 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error {
 		return http.ErrUseLastResponse
 	}}
-	authURL := up.endpoint(t, "authorization_endpoint") + "?" + url.Values{
+	authURL := up.Endpoint(t, "authorization_endpoint") + "?" + url.Values{
 		"client_id":             {up.ClientID},
 		"response_type":         {"code"},
 		"redirect_uri":          {redirectURI},
 		"scope":                 {scope},
-		"state":                 {"st-" + randomHex(t, 8)},
+		"state":                 {"st-" + harness.RandomHex(t, 8)},
 		"prompt":                {"consent"},
 		"code_challenge":        {s256(verifier)},
 		"code_challenge_method": {"S256"},
@@ -464,7 +466,7 @@ func authorize(t *testing.T, up *Upstream, redirectURI, verifier, scope string) 
 }
 
 func TestRunningVersionIsReported(t *testing.T) {
-	v := startVault(t)
+	v := harness.StartVault(t)
 	out := v.MustCLI(t, "secrets", "list", "-detailed", "-format=json")
 	var mounts map[string]struct {
 		Type                 string `json:"type"`
@@ -475,7 +477,7 @@ func TestRunningVersionIsReported(t *testing.T) {
 		t.Fatal(err)
 	}
 	m := mounts["oauth/"]
-	if m.Type != pluginName || m.RunningPluginVersion != pluginVersion || m.RunningSHA256 != v.PluginSHA256 {
-		t.Fatalf("oauth/ mount = %+v, want version %q sha %s", m, pluginVersion, v.PluginSHA256)
+	if m.Type != harness.PluginName || m.RunningPluginVersion != harness.PluginVersion() || m.RunningSHA256 != v.PluginSHA256 {
+		t.Fatalf("oauth/ mount = %+v, want version %q sha %s", m, harness.PluginVersion(), v.PluginSHA256)
 	}
 }
