@@ -49,15 +49,19 @@ type backend struct {
 	*framework.Backend
 	logger hclog.Logger
 
-	// grantLocks serialises refreshes of one grant (rotating refresh
-	// tokens must never be redeemed twice); roleLocks guard shared tokens.
+	// grantLocks serialises refreshes of one grant: a rotating refresh
+	// token must never be redeemed twice.
 	grantLocks keyedMutex
-	roleLocks  keyedMutex
 
+	// Caches of what the creds path reads. Every write through this
+	// backend updates them; Invalidate drops what other nodes change.
 	cacheMu   sync.RWMutex
 	config    *configEntry
 	keyring   *keyring
 	providers map[string]*providerHandle
+	roles     map[string]*roleEntry
+	grants    map[string]*grantEntry // only grants of token_reuse roles
+	shared    map[string]*sharedState
 
 	// keysMu is held for writing while keys/rotate re-seals everything.
 	keysMu sync.RWMutex
@@ -69,6 +73,9 @@ func newBackend(conf *logical.BackendConfig) *backend {
 	b := &backend{
 		logger:    conf.Logger,
 		providers: make(map[string]*providerHandle),
+		roles:     make(map[string]*roleEntry),
+		grants:    make(map[string]*grantEntry),
+		shared:    make(map[string]*sharedState),
 	}
 	b.background = newBackgroundWorker(b)
 	b.Backend = &framework.Backend{
@@ -123,6 +130,14 @@ func (b *backend) invalidate(_ context.Context, key string) {
 		b.cacheMu.Unlock()
 	case strings.HasPrefix(key, providerPrefix):
 		b.dropProvider(strings.TrimPrefix(key, providerPrefix))
+	case strings.HasPrefix(key, rolePrefix):
+		b.dropRole(strings.TrimPrefix(key, rolePrefix))
+	case strings.HasPrefix(key, grantPrefix):
+		b.dropGrant(strings.TrimPrefix(key, grantPrefix))
+	case strings.HasPrefix(key, sharedTokenPfx):
+		b.cacheMu.Lock()
+		delete(b.shared, strings.TrimPrefix(key, sharedTokenPfx))
+		b.cacheMu.Unlock()
 	}
 }
 

@@ -337,7 +337,7 @@ func TestSealedRefreshTokenCannotMoveBetweenGrants(t *testing.T) {
 	a, _ := getGrant(ctx, env.storage, "a")
 	b, _ := getGrant(ctx, env.storage, "b")
 	b.RefreshToken = a.RefreshToken
-	if err := putGrant(ctx, env.storage, b); err != nil {
+	if err := env.b.putGrant(ctx, env.storage, b); err != nil {
 		t.Fatal(err)
 	}
 	env.mustWrite("roles/r", map[string]any{"grant": "b"})

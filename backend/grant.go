@@ -121,11 +121,76 @@ func getGrant(ctx context.Context, s logical.Storage, name string) (*grantEntry,
 	return g, nil
 }
 
-func putGrant(ctx context.Context, s logical.Storage, g *grantEntry) error {
+// putGrant stores g and refreshes its cached copy, if it has one. Callers
+// hold the grant's lock.
+func (b *backend) putGrant(ctx context.Context, s logical.Storage, g *grantEntry) error {
 	if err := putJSON(ctx, s, grantPrefix+g.Name, g); err != nil {
 		return fmt.Errorf("storing grant %q: %w", g.Name, err)
 	}
+	b.cacheMu.Lock()
+	if _, ok := b.grants[g.Name]; ok {
+		cp := *g
+		b.grants[g.Name] = &cp
+	}
+	b.cacheMu.Unlock()
 	return nil
+}
+
+func (b *backend) dropGrant(name string) {
+	b.cacheMu.Lock()
+	delete(b.grants, name)
+	b.cacheMu.Unlock()
+}
+
+// checkedGrant returns the named grant if it may issue tokens now: the
+// zero-trust check of a lease that needs no refresh (token_reuse). It reads
+// a cached copy that every write of the grant keeps current, so the hot
+// path costs no storage read; only grants used this way are cached. The
+// result is shared: do not modify it.
+func (b *backend) checkedGrant(ctx context.Context, s logical.Storage, name string) (*grantEntry, error) {
+	b.cacheMu.RLock()
+	g := b.grants[name]
+	b.cacheMu.RUnlock()
+	if g == nil {
+		unlock := b.grantLocks.Lock(name)
+		var err error
+		g, err = getGrant(ctx, s, name)
+		if err == nil && g != nil {
+			b.cacheMu.Lock()
+			b.grants[name] = g
+			b.cacheMu.Unlock()
+		}
+		unlock()
+		if err != nil {
+			return nil, err
+		}
+		if g == nil {
+			return nil, logical.CodedError(http.StatusBadRequest, fmt.Sprintf("grant %q does not exist", name))
+		}
+	}
+	now := time.Now()
+	if err := b.unusableError(g, now); err != nil {
+		return nil, err
+	}
+	// idle_timeout counts uses that needed no refresh too; record them
+	// often enough for it, not on every lease.
+	if g.IdleTimeout > 0 && now.Sub(g.LastUsedAt) > g.IdleTimeout/10 {
+		b.touchGrant(ctx, s, name, now)
+	}
+	return g, nil
+}
+
+func (b *backend) touchGrant(ctx context.Context, s logical.Storage, name string, now time.Time) {
+	unlock := b.grantLocks.Lock(name)
+	defer unlock()
+	g, err := getGrant(ctx, s, name)
+	if err != nil || g == nil {
+		return
+	}
+	g.LastUsedAt = now.UTC()
+	if err := b.putGrant(ctx, s, g); err != nil {
+		b.logger.Warn("recording grant use failed", "grant", name, "error", err)
+	}
 }
 
 func randomID() string {

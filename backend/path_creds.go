@@ -50,12 +50,13 @@ type issuedToken struct {
 	revocation string
 	tokenID    string
 	shared     bool
+	tokenFresh bool // a new shared token (not a reuse)
 	warnings   []string
 }
 
 func (b *backend) pathCredsRead(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
 	name := d.Get("name").(string)
-	role, err := getRole(ctx, req.Storage, name)
+	role, err := b.role(ctx, req.Storage, name)
 	if err != nil {
 		return nil, err
 	}

@@ -243,7 +243,7 @@ func (b *backend) pathGrantWrite(ctx context.Context, req *logical.Request, d *f
 		}
 	case refreshToken != "":
 	default:
-		if err := putGrant(ctx, req.Storage, g); err != nil {
+		if err := b.putGrant(ctx, req.Storage, g); err != nil {
 			return nil, err
 		}
 		return nil, nil
@@ -258,7 +258,7 @@ func (b *backend) pathGrantWrite(ctx context.Context, req *logical.Request, d *f
 	}
 	g.Status = statusActive
 	g.LastError = ""
-	if err := putGrant(ctx, req.Storage, g); err != nil {
+	if err := b.putGrant(ctx, req.Storage, g); err != nil {
 		return nil, err
 	}
 	return nil, nil
@@ -284,7 +284,7 @@ func (b *backend) pathGrantDelete(ctx context.Context, req *logical.Request, d *
 
 	g.Status = statusRevoking
 	g.EraseAfterRevoke = true
-	if err := putGrant(ctx, req.Storage, g); err != nil {
+	if err := b.putGrant(ctx, req.Storage, g); err != nil {
 		return nil, err
 	}
 	if err := queueRevocation(ctx, req.Storage, name); err != nil {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/vault/sdk/framework"
@@ -91,10 +93,8 @@ func (b *backend) resealAll(ctx context.Context, s logical.Storage, kr *keyring,
 	if err != nil {
 		return err
 	}
-	for _, name := range grants {
-		if err := b.resealGrant(ctx, s, kr, name, n); err != nil {
-			return err
-		}
+	if err := b.resealGrants(ctx, s, kr, grants, n); err != nil {
+		return err
 	}
 	providers, err := s.List(ctx, providerPrefix)
 	if err != nil {
@@ -160,44 +160,85 @@ func (b *backend) resealAll(ctx context.Context, s logical.Storage, kr *keyring,
 	return nil
 }
 
-func (b *backend) resealGrant(ctx context.Context, s logical.Storage, kr *keyring, name string, n *resealCounts) error {
+// resealWorkers bounds how many grants are re-sealed at once: each is a
+// storage read and write, so a few in flight hide the round trips.
+const resealWorkers = 8
+
+func (b *backend) resealGrants(ctx context.Context, s logical.Storage, kr *keyring, names []string, n *resealCounts) error {
+	var (
+		next     atomic.Int64
+		resealed atomic.Int64
+		firstErr error
+		errOnce  sync.Once
+		wg       sync.WaitGroup
+	)
+	for w := 0; w < resealWorkers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= len(names) || ctx.Err() != nil {
+					return
+				}
+				changed, err := b.resealGrant(ctx, s, kr, names[i])
+				if err != nil {
+					errOnce.Do(func() { firstErr = err })
+					next.Store(int64(len(names))) // stop the others
+					return
+				}
+				if changed {
+					resealed.Add(1)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	n.grants += int(resealed.Load())
+	return firstErr
+}
+
+func (b *backend) resealGrant(ctx context.Context, s logical.Storage, kr *keyring, name string) (bool, error) {
 	unlock := b.grantLocks.Lock(name)
 	defer unlock()
 	g, err := getGrant(ctx, s, name)
 	if err != nil || g == nil {
-		return err
+		return false, err
 	}
 	changed, err := resealInPlace(kr, &g.RefreshToken, g.aad())
 	if err != nil {
-		return fmt.Errorf("grant %q: %w", name, err)
+		return false, fmt.Errorf("grant %q: %w", name, err)
 	}
 	if !changed {
-		return nil
+		return false, nil
 	}
-	n.grants++
-	return putGrant(ctx, s, g)
+	return true, b.putGrant(ctx, s, g)
 }
 
 func (b *backend) resealShared(ctx context.Context, s logical.Storage, kr *keyring, role string, n *resealCounts) error {
-	unlock := b.roleLocks.Lock(role)
-	defer unlock()
-	st, err := loadShared(ctx, s, role)
-	if err != nil {
+	st := b.sharedStateOf(role)
+	st.mu.Lock()
+	if err := st.loadLocked(ctx, s); err != nil {
+		st.mu.Unlock()
 		return err
 	}
 	changed := false
-	for id, t := range st.Tokens {
+	for id, t := range st.tokens.Tokens {
 		c, err := resealInPlace(kr, &t.AccessToken, sharedAAD(role, id))
 		if err != nil {
+			st.mu.Unlock()
 			return fmt.Errorf("shared token of role %q: %w", role, err)
 		}
 		changed = changed || c
 	}
 	if !changed {
+		st.mu.Unlock()
 		return nil
 	}
+	wait := st.commitLocked(ctx, s)
+	st.mu.Unlock()
 	n.shared++
-	return storeShared(ctx, s, role, st)
+	return wait()
 }
 
 func resealInPlace(kr *keyring, s **sealed, aad string) (bool, error) {

@@ -132,6 +132,30 @@ func getRole(ctx context.Context, s logical.Storage, name string) (*roleEntry, e
 	return r, nil
 }
 
+// role is getRole through the cache; the creds and renew paths use it.
+func (b *backend) role(ctx context.Context, s logical.Storage, name string) (*roleEntry, error) {
+	b.cacheMu.RLock()
+	r, ok := b.roles[name]
+	b.cacheMu.RUnlock()
+	if ok {
+		return r, nil
+	}
+	r, err := getRole(ctx, s, name)
+	if err != nil || r == nil {
+		return r, err
+	}
+	b.cacheMu.Lock()
+	b.roles[name] = r
+	b.cacheMu.Unlock()
+	return r, nil
+}
+
+func (b *backend) dropRole(name string) {
+	b.cacheMu.Lock()
+	delete(b.roles, name)
+	b.cacheMu.Unlock()
+}
+
 func (b *backend) roleExists(ctx context.Context, req *logical.Request, d *framework.FieldData) (bool, error) {
 	r, err := getRole(ctx, req.Storage, d.Get("name").(string))
 	return r != nil, err
@@ -255,6 +279,7 @@ func (b *backend) pathRoleWrite(ctx context.Context, req *logical.Request, d *fr
 	if err := putJSON(ctx, req.Storage, rolePrefix+name, r); err != nil {
 		return nil, err
 	}
+	b.dropRole(name)
 	if len(warnings) == 0 {
 		return nil, nil
 	}
@@ -262,7 +287,9 @@ func (b *backend) pathRoleWrite(ctx context.Context, req *logical.Request, d *fr
 }
 
 func (b *backend) pathRoleDelete(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
-	return nil, req.Storage.Delete(ctx, rolePrefix+d.Get("name").(string))
+	name := d.Get("name").(string)
+	defer b.dropRole(name)
+	return nil, req.Storage.Delete(ctx, rolePrefix+name)
 }
 
 // normalizeScopes trims, drops empties and duplicates, and sorts, so that

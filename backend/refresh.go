@@ -93,7 +93,7 @@ func (b *backend) refreshGrant(ctx context.Context, s logical.Storage, name stri
 func (b *backend) storeRotation(ctx context.Context, s logical.Storage, g *grantEntry) error {
 	var err error
 	for attempt := 0; attempt < 3; attempt++ {
-		if err = putGrant(ctx, s, g); err == nil || isReadOnlyErr(err) {
+		if err = b.putGrant(ctx, s, g); err == nil || isReadOnlyErr(err) {
 			break
 		}
 		time.Sleep(time.Duration(attempt+1) * 50 * time.Millisecond)
@@ -112,7 +112,7 @@ func (b *backend) refreshFailed(ctx context.Context, s logical.Storage, g *grant
 	if oauthclient.HasCode(err, oauthclient.ErrCodeInvalidGrant) {
 		g.Status = statusInvalid
 		g.LastError = err.Error()
-		if perr := putGrant(ctx, s, g); perr != nil {
+		if perr := b.putGrant(ctx, s, g); perr != nil {
 			b.logger.Error("marking grant invalid failed", "grant", g.Name, "error", perr)
 		}
 		b.logger.Warn("provider rejected the refresh token; grant marked invalid", "grant", g.Name, "provider", g.Provider)
@@ -124,7 +124,7 @@ func (b *backend) refreshFailed(ctx context.Context, s logical.Storage, g *grant
 	}
 	mapped := upstreamError(g.Provider, err, scopes)
 	g.LastError = mapped.Error()
-	if perr := putGrant(ctx, s, g); perr != nil && !isReadOnlyErr(perr) {
+	if perr := b.putGrant(ctx, s, g); perr != nil && !isReadOnlyErr(perr) {
 		b.logger.Warn("recording refresh error failed", "grant", g.Name, "error", perr)
 	}
 	b.logger.Warn("refresh failed", "grant", g.Name, "provider", g.Provider, "error", mapped)
@@ -136,7 +136,7 @@ func (b *backend) refreshFailed(ctx context.Context, s logical.Storage, g *grant
 func (b *backend) expireGrant(ctx context.Context, s logical.Storage, g *grantEntry, why string) {
 	g.Status = statusExpired
 	g.LastError = why
-	if err := putGrant(ctx, s, g); err != nil {
+	if err := b.putGrant(ctx, s, g); err != nil {
 		b.logger.Error("marking grant expired failed", "grant", g.Name, "error", err)
 		return
 	}

@@ -61,7 +61,7 @@ func (b *backend) rememberOutstanding(ctx context.Context, s logical.Storage, gr
 func (b *backend) revokeGrantUpstream(ctx context.Context, s logical.Storage, g *grantEntry) (*logical.Response, error) {
 	fail := func(err error) (*logical.Response, error) {
 		g.LastError = err.Error()
-		if perr := putGrant(ctx, s, g); perr != nil {
+		if perr := b.putGrant(ctx, s, g); perr != nil {
 			b.logger.Warn("recording revocation error failed", "grant", g.Name, "error", perr)
 		}
 		return nil, err
@@ -143,7 +143,7 @@ func (b *backend) finishRevocation(ctx context.Context, s logical.Storage, g *gr
 	}
 	g.Status = statusExpired
 	g.RefreshToken = nil
-	if err := putGrant(ctx, s, g); err != nil {
+	if err := b.putGrant(ctx, s, g); err != nil {
 		return err
 	}
 	return s.Delete(ctx, revokingPrefix+g.Name)
@@ -163,5 +163,6 @@ func (b *backend) eraseGrant(ctx context.Context, s logical.Storage, g *grantEnt
 	if err := s.Delete(ctx, grantPrefix+g.Name); err != nil {
 		return err
 	}
+	b.dropGrant(g.Name)
 	return s.Delete(ctx, revokingPrefix+g.Name)
 }

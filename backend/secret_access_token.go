@@ -76,7 +76,7 @@ func (b *backend) secretAccessTokenRenew(ctx context.Context, req *logical.Reque
 	deny := func(format string, args ...any) (*logical.Response, error) {
 		return nil, logical.CodedError(http.StatusBadRequest, "renewal denied: "+fmt.Sprintf(format, args...))
 	}
-	role, err := getRole(ctx, req.Storage, ld.Role)
+	role, err := b.role(ctx, req.Storage, ld.Role)
 	if err != nil {
 		return nil, err
 	}
@@ -198,5 +198,5 @@ func (b *backend) releaseGrantLease(ctx context.Context, s logical.Storage, ld *
 		return err
 	}
 	g.ActiveLeases--
-	return putGrant(ctx, s, g)
+	return b.putGrant(ctx, s, g)
 }

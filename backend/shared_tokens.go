@@ -3,6 +3,7 @@ package backend
 import (
 	"context"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/vault/sdk/logical"
@@ -46,11 +47,94 @@ func loadShared(ctx context.Context, s logical.Storage, role string) (*sharedTok
 	return st, nil
 }
 
-func storeShared(ctx context.Context, s logical.Storage, role string, st *sharedTokens) error {
-	if len(st.Tokens) == 0 {
-		return s.Delete(ctx, sharedPath(role))
+// sharedState is the in-memory copy of one role's shared tokens. Every
+// change is stored before the request that made it returns, but concurrent
+// changes share one write (group commit): the hot path of a token_reuse
+// role is one storage write per batch of reads, not per read.
+type sharedState struct {
+	role string
+
+	mu       sync.Mutex
+	tokens   *sharedTokens // nil until loaded, or after a failed write
+	flushing bool
+	waiters  []chan error
+}
+
+func (b *backend) sharedStateOf(role string) *sharedState {
+	b.cacheMu.Lock()
+	defer b.cacheMu.Unlock()
+	st := b.shared[role]
+	if st == nil {
+		st = &sharedState{role: role}
+		b.shared[role] = st
 	}
-	return putJSON(ctx, s, sharedPath(role), st)
+	return st
+}
+
+// loadLocked makes sure st.tokens is present; st.mu is held.
+func (st *sharedState) loadLocked(ctx context.Context, s logical.Storage) error {
+	if st.tokens != nil {
+		return nil
+	}
+	tokens, err := loadShared(ctx, s, st.role)
+	if err != nil {
+		return err
+	}
+	st.tokens = tokens
+	return nil
+}
+
+// commitLocked queues the current state for storing and returns a wait
+// function to call after unlocking st.mu. The first waiter writes for all.
+func (st *sharedState) commitLocked(ctx context.Context, s logical.Storage) (wait func() error) {
+	ch := make(chan error, 1)
+	st.waiters = append(st.waiters, ch)
+	leader := !st.flushing
+	st.flushing = true
+	return func() error {
+		if leader {
+			st.flush(ctx, s)
+		}
+		return <-ch
+	}
+}
+
+func (st *sharedState) flush(ctx context.Context, s logical.Storage) {
+	for {
+		st.mu.Lock()
+		if len(st.waiters) == 0 {
+			st.flushing = false
+			st.mu.Unlock()
+			return
+		}
+		batch := st.waiters
+		st.waiters = nil
+		var err error
+		var entry *logical.StorageEntry
+		if st.tokens == nil {
+			err = fmt.Errorf("shared tokens of role %q were dropped after a failed write", st.role)
+		} else if len(st.tokens.Tokens) > 0 {
+			entry, err = logical.StorageEntryJSON(sharedPath(st.role), st.tokens)
+		}
+		st.mu.Unlock()
+
+		if err == nil {
+			if entry != nil {
+				err = s.Put(ctx, entry)
+			} else {
+				err = s.Delete(ctx, sharedPath(st.role))
+			}
+		}
+		if err != nil {
+			// Memory may now be ahead of storage: reload before next use.
+			st.mu.Lock()
+			st.tokens = nil
+			st.mu.Unlock()
+		}
+		for _, ch := range batch {
+			ch <- err
+		}
+	}
 }
 
 // issueShared hands out the role's current token while it has at least
@@ -58,21 +142,76 @@ func storeShared(ctx context.Context, s logical.Storage, role string, st *shared
 // new one. Every lease counts, so the token is revoked only with the last.
 func (b *backend) issueShared(ctx context.Context, s logical.Storage, role *roleEntry, cfg *configEntry) (*issuedToken, error) {
 	ctx = detached(ctx)
-	unlock := b.roleLocks.Lock(role.Name)
-	defer unlock()
-
-	st, err := loadShared(ctx, s, role.Name)
-	if err != nil {
+	st := b.sharedStateOf(role.Name)
+	st.mu.Lock()
+	if err := st.loadLocked(ctx, s); err != nil {
+		st.mu.Unlock()
 		return nil, err
 	}
 	kr, err := b.sealingKeys(ctx, s)
 	if err != nil {
+		st.mu.Unlock()
 		return nil, err
 	}
-	if it, err := b.reuseCurrent(ctx, s, role, cfg, st, kr); it != nil || err != nil {
-		return it, err
+	it, err := b.reuseCurrentLocked(ctx, s, role, cfg, st.tokens, kr)
+	if err != nil || it == nil {
+		if err == nil {
+			it, err = b.issueNewShared(ctx, s, role, st.tokens, kr)
+		}
+		if err != nil {
+			st.mu.Unlock()
+			return nil, err
+		}
 	}
+	wait := st.commitLocked(ctx, s)
+	st.mu.Unlock()
+	if err := wait(); err != nil {
+		return nil, fmt.Errorf("storing shared token of role %q: %w", role.Name, err)
+	}
+	if it.tokenFresh {
+		b.trackOutstanding(ctx, s, it)
+	}
+	return it, nil
+}
 
+// reuseCurrentLocked returns the current shared token with one more lease,
+// or nil when a new token is needed.
+func (b *backend) reuseCurrentLocked(ctx context.Context, s logical.Storage, role *roleEntry, cfg *configEntry, tokens *sharedTokens, kr *keyring) (*issuedToken, error) {
+	cur := tokens.Tokens[tokens.Current]
+	if cur == nil || cur.Fingerprint != role.fingerprint() {
+		return nil, nil
+	}
+	if !cur.Expiry.IsZero() && time.Until(cur.Expiry) < max(role.MinRemaining, cfg.RefreshSkew) {
+		return nil, nil
+	}
+	it := &issuedToken{provider: cur.Provider, revocation: cur.Revocation, tokenID: tokens.Current, shared: true}
+	if role.GrantType == grantTypeRefreshToken {
+		// Zero trust on every lease, also when no refresh is needed.
+		g, err := b.checkedGrant(ctx, s, role.Grant)
+		if err != nil {
+			return nil, err
+		}
+		if g.ID != cur.GrantID {
+			return nil, nil
+		}
+		it.grant = g
+	}
+	accessToken, err := kr.open(cur.AccessToken, sharedAAD(role.Name, tokens.Current))
+	if err != nil {
+		return nil, err
+	}
+	cur.Leases++
+	it.token = &oauthclient.Token{
+		AccessToken:   accessToken,
+		TokenType:     cur.TokenType,
+		Scopes:        cur.Scopes,
+		ScopeReturned: cur.ScopeReturned,
+		Expiry:        cur.Expiry,
+	}
+	return it, nil
+}
+
+func (b *backend) issueNewShared(ctx context.Context, s logical.Storage, role *roleEntry, tokens *sharedTokens, kr *keyring) (*issuedToken, error) {
 	it, err := b.issue(ctx, s, role)
 	if err != nil {
 		return nil, err
@@ -82,7 +221,7 @@ func (b *backend) issueShared(ctx context.Context, s logical.Storage, role *role
 	if err != nil {
 		return nil, err
 	}
-	st.Tokens[id] = &sharedToken{
+	t := &sharedToken{
 		AccessToken:   sealedToken,
 		TokenType:     it.token.TokenType,
 		Scopes:        it.token.Scopes,
@@ -94,86 +233,57 @@ func (b *backend) issueShared(ctx context.Context, s logical.Storage, role *role
 		Leases:        1,
 	}
 	if it.grant != nil {
-		st.Tokens[id].GrantID = it.grant.ID
+		t.GrantID = it.grant.ID
 	}
-	st.Current = id
-	if err := storeShared(ctx, s, role.Name, st); err != nil {
-		return nil, err
-	}
-	it.tokenID, it.shared = id, true
-	b.trackOutstanding(ctx, s, it)
-	return it, nil
-}
-
-// reuseCurrent returns the current shared token with one more lease, or nil
-// when a new token is needed.
-func (b *backend) reuseCurrent(ctx context.Context, s logical.Storage, role *roleEntry, cfg *configEntry, st *sharedTokens, kr *keyring) (*issuedToken, error) {
-	cur := st.Tokens[st.Current]
-	if cur == nil || cur.Fingerprint != role.fingerprint() {
-		return nil, nil
-	}
-	if !cur.Expiry.IsZero() && time.Until(cur.Expiry) < max(role.MinRemaining, cfg.RefreshSkew) {
-		return nil, nil
-	}
-	it := &issuedToken{provider: cur.Provider, revocation: cur.Revocation, tokenID: st.Current, shared: true}
-	if role.GrantType == grantTypeRefreshToken {
-		g, err := getGrant(ctx, s, role.Grant)
-		if err != nil {
-			return nil, err
-		}
-		if g == nil || g.ID != cur.GrantID {
-			return nil, nil
-		}
-		if err := b.unusableError(g, time.Now()); err != nil {
-			return nil, err
-		}
-		it.grant = g
-	}
-	accessToken, err := kr.open(cur.AccessToken, sharedAAD(role.Name, st.Current))
-	if err != nil {
-		return nil, err
-	}
-	cur.Leases++
-	if err := storeShared(ctx, s, role.Name, st); err != nil {
-		return nil, err
-	}
-	it.token = &oauthclient.Token{
-		AccessToken:   accessToken,
-		TokenType:     cur.TokenType,
-		Scopes:        cur.Scopes,
-		ScopeReturned: cur.ScopeReturned,
-		Expiry:        cur.Expiry,
-	}
+	tokens.Tokens[id] = t
+	tokens.Current = id
+	it.tokenID, it.shared, it.tokenFresh = id, true, true
 	return it, nil
 }
 
 // releaseShared ends one lease of a shared token; the last one revokes it.
 func (b *backend) releaseShared(ctx context.Context, s logical.Storage, ld *leaseData) error {
-	unlock := b.roleLocks.Lock(ld.Role)
-	defer unlock()
-
-	st, err := loadShared(ctx, s, ld.Role)
-	if err != nil {
+	st := b.sharedStateOf(ld.Role)
+	st.mu.Lock()
+	if err := st.loadLocked(ctx, s); err != nil {
+		st.mu.Unlock()
 		return err
 	}
-	t := st.Tokens[ld.TokenID]
+	t := st.tokens.Tokens[ld.TokenID]
 	if t == nil {
+		st.mu.Unlock()
 		return nil // already released: revocation is idempotent
 	}
 	if t.Leases > 1 {
 		t.Leases--
-		return storeShared(ctx, s, ld.Role, st)
+		wait := st.commitLocked(ctx, s)
+		st.mu.Unlock()
+		return wait()
+	}
+	// The last lease: stop handing the token out before revoking it, so no
+	// new lease can pick up a token that is about to die.
+	if st.tokens.Current == ld.TokenID {
+		st.tokens.Current = ""
+	}
+	wait := st.commitLocked(ctx, s)
+	st.mu.Unlock()
+	if err := wait(); err != nil {
+		return err
 	}
 	if ld.Revocation == revocationOnLeaseEnd {
 		if err := b.revokeAccessToken(ctx, s, ld); err != nil {
 			return err
 		}
 	}
-	delete(st.Tokens, ld.TokenID)
-	if st.Current == ld.TokenID {
-		st.Current = ""
+	st.mu.Lock()
+	if err := st.loadLocked(ctx, s); err != nil {
+		st.mu.Unlock()
+		return err
 	}
-	return storeShared(ctx, s, ld.Role, st)
+	delete(st.tokens.Tokens, ld.TokenID)
+	wait = st.commitLocked(ctx, s)
+	st.mu.Unlock()
+	return wait()
 }
 
 // sharedLeasesOf counts the leases that hold shared tokens of grant g.
@@ -184,14 +294,19 @@ func (b *backend) sharedLeasesOf(ctx context.Context, s logical.Storage, g *gran
 	}
 	var n int64
 	for _, role := range roles {
-		st, err := loadShared(ctx, s, role)
+		st := b.sharedStateOf(role)
+		st.mu.Lock()
+		err := st.loadLocked(ctx, s)
+		if err == nil {
+			for _, t := range st.tokens.Tokens {
+				if t.GrantID == g.ID {
+					n += t.Leases
+				}
+			}
+		}
+		st.mu.Unlock()
 		if err != nil {
 			return 0, err
-		}
-		for _, t := range st.Tokens {
-			if t.GrantID == g.ID {
-				n += t.Leases
-			}
 		}
 	}
 	return n, nil

@@ -127,7 +127,7 @@ func TestCascadingProviderLeasesEndByExpiryOnly(t *testing.T) {
 	if c["revocation"] != "expiry_only" {
 		t.Fatalf("revocation = %v on a cascading provider", c["revocation"])
 	}
-	e.v.MustCLI(t, "lease", "revoke", c["lease_id"].(string))
+	e.v.MustCLI(t, "lease", "revoke", "-sync", c["lease_id"].(string))
 	// Revoking the token at this server would have killed the grant; the
 	// engine must not have called the revocation endpoint at all.
 	if n := len(e.up.Stats(t).Revocations); n != 0 {
@@ -201,10 +201,12 @@ func TestClientCredentialsLeaseEndRevokesUpstream(t *testing.T) {
 	if c["revocation"] != "on_lease_end" || e.up.Introspect(t, token)["active"] != true {
 		t.Fatalf("creds = %v", c)
 	}
+	// The CLI revokes asynchronously by default: Vault queues the
+	// revocation and calls the engine right after.
 	e.v.MustCLI(t, "lease", "revoke", c["lease_id"].(string))
-	if info := e.up.Introspect(t, token); info["active"] != false {
-		t.Fatalf("token active after vault lease revoke: %v", info)
-	}
+	harness.Eventually(t, 10*time.Second, func() bool {
+		return e.up.Introspect(t, token)["active"] == false
+	}, "token still active after vault lease revoke")
 
 	// A lease left to expire: Vault revokes it, the engine revokes upstream.
 	e.v.MustCLI(t, "write", "oauth/roles/short", "grant_type=client_credentials", "provider=local", "ttl=5s")
@@ -325,7 +327,7 @@ func TestSecretHygiene(t *testing.T) {
 	}
 	e.v.MustCLI(t, "write", "oauth/roles/svc", "grant_type=client_credentials", "provider=local")
 	svc := e.mustCreds(t, "svc")
-	e.v.MustCLI(t, "lease", "revoke", svc.LeaseID)
+	e.v.MustCLI(t, "lease", "revoke", "-sync", svc.LeaseID)
 
 	// The authorization-code flow with PKCE, driven like a browser would.
 	verifier := "verifier-" + harness.RandomHex(t, 24)
@@ -479,5 +481,29 @@ func TestRunningVersionIsReported(t *testing.T) {
 	m := mounts["oauth/"]
 	if m.Type != harness.PluginName || m.RunningPluginVersion != harness.PluginVersion() || m.RunningSHA256 != v.PluginSHA256 {
 		t.Fatalf("oauth/ mount = %+v, want version %q sha %s", m, harness.PluginVersion(), v.PluginSHA256)
+	}
+}
+
+func TestTokenReuseRevokesWithTheLastLease(t *testing.T) {
+	e := startEngine(t, harness.UpstreamOptions{})
+	e.v.MustCLI(t, "write", "oauth/roles/shared", "grant_type=client_credentials", "provider=local", "token_reuse=true")
+	first, second := e.cliCreds(t, "shared"), e.cliCreds(t, "shared")
+	token := first["access_token"].(string)
+	if second["access_token"] != token || first["lease_id"] == second["lease_id"] {
+		t.Fatalf("token_reuse: two leases should share one token: %v / %v", first["lease_id"], second["lease_id"])
+	}
+	if n := e.up.Stats(t).TokenRequests["client_credentials"]; n != 1 {
+		t.Fatalf("upstream issued %d tokens for two reused leases", n)
+	}
+	e.v.MustCLI(t, "lease", "revoke", "-sync", first["lease_id"].(string))
+	if e.up.Introspect(t, token)["active"] != true {
+		t.Fatal("shared token revoked while a lease still holds it")
+	}
+	e.v.MustCLI(t, "lease", "revoke", "-sync", second["lease_id"].(string))
+	if e.up.Introspect(t, token)["active"] != false {
+		t.Fatal("shared token still active after its last lease ended")
+	}
+	if third := e.cliCreds(t, "shared"); third["access_token"] == token {
+		t.Fatal("a revoked shared token was handed out again")
 	}
 }
