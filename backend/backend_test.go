@@ -468,3 +468,43 @@ func TestValidationNamesTheField(t *testing.T) {
 		}
 	}
 }
+
+func TestTokenReuseCountsEveryConcurrentLease(t *testing.T) {
+	env := newTestEnv(t)
+	env.mustWrite("roles/cc", map[string]any{"grant_type": "client_credentials", "provider": "up", "token_reuse": true})
+	const n = 50
+	leases := make([]*logical.Response, n)
+	var wg sync.WaitGroup
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			resp, err := env.creds("cc")
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			leases[i] = resp
+		}(i)
+	}
+	wg.Wait()
+	stored, err := loadShared(context.Background(), env.storage, "cc")
+	if err != nil || len(stored.Tokens) != 1 || stored.Tokens[stored.Current].Leases != n {
+		t.Fatalf("stored shared tokens = %+v (%v), want one token with %d leases", stored, err, n)
+	}
+	token := leases[0].Data["access_token"].(string)
+	for i, resp := range leases {
+		if env.up.isActive(token) != true {
+			t.Fatalf("token revoked after %d of %d leases ended", i, n)
+		}
+		if err := env.revoke(resp); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if env.up.isActive(token) {
+		t.Fatal("token alive after the last lease")
+	}
+	if stored, _ := loadShared(context.Background(), env.storage, "cc"); len(stored.Tokens) != 0 {
+		t.Fatalf("shared tokens left behind: %+v", stored)
+	}
+}

@@ -1,0 +1,162 @@
+package bench
+
+import (
+	"fmt"
+	"math"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/vault-plugin-secrets-oauth/vault-plugin-secrets-oauth/tests/harness"
+)
+
+// report checks the targets, prints the table and writes BENCHMARKS.md and
+// the latency chart.
+func (s *suite) report() {
+	s.checkTargets()
+	md := s.markdown()
+	fmt.Println()
+	fmt.Println(md)
+	root := repoRoot()
+	if err := os.WriteFile(filepath.Join(root, "BENCHMARKS.md"), []byte(md), 0o644); err != nil {
+		s.b.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(root, "benchmarks-latency.svg"), []byte(s.chart()), 0o644); err != nil {
+		s.b.Fatal(err)
+	}
+	s.logf("wrote BENCHMARKS.md and benchmarks-latency.svg in %s", time.Since(s.started).Round(time.Second))
+}
+
+func ratio(a, b float64) float64 {
+	if b == 0 {
+		return 0
+	}
+	return a / b
+}
+
+func (s *suite) checkTargets() {
+	limit1, limit16 := s.find("1", 1), s.find("1", workers)
+	floor16 := s.find("2", workers)
+	for _, c := range []struct {
+		r     row
+		limit row
+	}{{s.find("3", 1), limit1}, {s.find("3", workers), limit16}} {
+		q := ratio(c.r.perSecond, c.limit.perSecond)
+		s.check(fmt.Sprintf("row 3 c=%d ≥ 0.6 × row 1", c.r.concurrency), q >= 0.6,
+			"%.0f/s vs %.0f/s = %.2f×", c.r.perSecond, c.limit.perSecond, q)
+	}
+	one := s.find("4", workers)
+	q := ratio(one.perSecond, limit1.perSecond)
+	s.check("row 4: zero errors, ≥ 0.6 × row 1 c=1, grant works after", one.errors == 0 && q >= 0.6 && s.oneGrantWorks,
+		"%d errors, %.0f/s vs %.0f/s = %.2f×, grant works afterwards: %v", one.errors, one.perSecond, limit1.perSecond, q, s.oneGrantWorks)
+	reuse := s.find("5", workers)
+	q = ratio(reuse.perSecond, floor16.perSecond)
+	s.check("row 5 c=16 ≥ 0.5 × row 2 c=16, a lease per read", q >= 0.5,
+		"%.0f/s vs KV %.0f/s = %.2f×", reuse.perSecond, floor16.perSecond, q)
+	perLifetime := int(math.Ceil(runTime.Seconds() / accessTTL.Seconds()))
+	s.check("row 5: at most one upstream call per token lifetime", s.reuseCallsMax <= perLifetime,
+		"at most %d upstream refreshes in a %s run with %s tokens", s.reuseCallsMax, runTime, accessTTL)
+	s.check("row 6: revoke-to-inactive p50 ≤ 50 ms", s.revokeToInactive <= 50*time.Millisecond,
+		"%s", s.revokeToInactive.Round(10*time.Microsecond))
+
+	small, large := s.scales[0], s.scales[len(s.scales)-1]
+	// CPU time is counted in 10 ms clock ticks: compare against at least one tick.
+	tick := 10 * time.Millisecond
+	s.check(fmt.Sprintf("row 7: idle sweep CPU at %d grants < 0.2 s and ≤ 2× at %d", large.grants, small.grants),
+		large.sweepCPU < 200*time.Millisecond && large.sweepCPU <= 2*max(small.sweepCPU, tick),
+		"%s at %d, %s at %d", large.sweepCPU, large.grants, small.sweepCPU, small.grants)
+	s.check("row 7: zero upstream calls in an idle minute", small.idleCalls == 0 && large.idleCalls == 0,
+		"%d at %d grants, %d at %d grants", small.idleCalls, small.grants, large.idleCalls, large.grants)
+	s.check(fmt.Sprintf("row 7: plugin RSS at %d grants ≤ 64 MiB", large.grants), large.rssBytes <= 64<<20,
+		"%.1f MiB", float64(large.rssBytes)/(1<<20))
+	s.check(fmt.Sprintf("row 7: keys/rotate of %d grants ≤ 60 s", large.grants), large.rotateTime <= 60*time.Second,
+		"%s", large.rotateTime.Round(time.Millisecond))
+}
+
+func ms(d time.Duration) string {
+	return fmt.Sprintf("%.2f ms", float64(d)/float64(time.Millisecond))
+}
+
+func (s *suite) markdown() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "# Benchmarks\n\n")
+	fmt.Fprintf(&b, "Written by `make bench` on %s. Every figure is the median of %d runs; each run is bounded to %s and %d requests. ",
+		time.Now().UTC().Format("2006-01-02 15:04 MST"), runs, runTime, maxRequests)
+	fmt.Fprintf(&b, "Everything runs on loopback on one machine: the load generator (tests/bench, Vault api client and plain HTTP), `vault server -dev` (no audit device, log level warn) with the plugin, and the upstream (node-oidc-provider with refresh-token rotation and reuse detection, access tokens %s).\n\n", accessTTL)
+	fmt.Fprintf(&b, "- Machine: %s\n", s.machine())
+	fmt.Fprintf(&b, "- Versions: %s\n\n", s.versions())
+	fmt.Fprintf(&b, "![latency chart](benchmarks-latency.svg)\n\n")
+	fmt.Fprintf(&b, "| row | what | c | req/s | p50 | p99 | errors | notes |\n|---|---|---:|---:|---:|---:|---:|---|\n")
+	for _, r := range s.rows {
+		fmt.Fprintf(&b, "| %s | %s | %d | %.0f | %s | %s | %d | %s |\n", r.id, r.what, r.concurrency, r.perSecond, ms(r.p50), ms(r.p99), r.errors, r.note)
+	}
+	fmt.Fprintf(&b, "\n### Row 7: scale\n\n| grants | import rate | plugin RSS | LIST grants | idle sweep CPU | upstream calls in an idle minute | keys/rotate |\n|---:|---:|---:|---:|---:|---:|---:|\n")
+	for _, sc := range s.scales {
+		fmt.Fprintf(&b, "| %d | %.0f grants/s | %.1f MiB | %s | %s | %d | %s (%v re-sealed) |\n",
+			sc.grants, sc.importPerSec, float64(sc.rssBytes)/(1<<20), sc.listTime.Round(time.Millisecond), sc.sweepCPU, sc.idleCalls, sc.rotateTime.Round(time.Millisecond), sc.rotateResealed)
+	}
+	fmt.Fprintf(&b, "\n### Targets\n\n| target | result | measured |\n|---|---|---|\n")
+	for _, t := range s.targets {
+		fmt.Fprintf(&b, "| %s | **%s** | %s |\n", t.what, passWord(t.pass), t.detail)
+	}
+	fmt.Fprintf(&b, "\nThe idle sweep's CPU time is the plugin process's utime+stime (10 ms ticks) across one `oauth/tidy` call; the idle minute runs with `tidy_interval=10s`.\n")
+	return b.String()
+}
+
+func (s *suite) versions() string {
+	goVersion := strings.TrimSpace(runOut("go", "env", "GOVERSION"))
+	node := strings.TrimSpace(runOut("node", "--version"))
+	vault := strings.TrimSpace(runOut(harness.VaultBin(), "version"))
+	if i := strings.Index(vault, ","); i > 0 {
+		vault = vault[:i]
+	}
+	return fmt.Sprintf("plugin %s, %s, %s, node %s, node-oidc-provider 9.13.3", harness.PluginVersion(), vault, goVersion, node)
+}
+
+func runOut(name string, args ...string) string {
+	out, err := exec.Command(name, args...).Output()
+	if err != nil {
+		return "unknown"
+	}
+	return string(out)
+}
+
+// chart draws p50 and p99 of rows 1-6 as horizontal bars on a log scale.
+func (s *suite) chart() string {
+	const (
+		left, barH, gap, width = 360, 12, 10, 900
+		minMS, maxMS           = 0.1, 1000.0
+	)
+	x := func(d time.Duration) float64 {
+		v := math.Max(float64(d)/float64(time.Millisecond), minMS)
+		return left + (width-left-20)*math.Log10(v/minMS)/math.Log10(maxMS/minMS)
+	}
+	height := 60 + len(s.rows)*(2*barH+gap) + 40
+	var b strings.Builder
+	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" font-family="sans-serif" font-size="12">`+"\n", width, height)
+	fmt.Fprintf(&b, `<rect width="100%%" height="100%%" fill="white"/><text x="10" y="20" font-size="14" font-weight="bold">Latency per request (log scale): p50 dark, p99 light</text>`+"\n")
+	for _, tick := range []float64{0.1, 1, 10, 100, 1000} {
+		tx := x(time.Duration(tick * float64(time.Millisecond)))
+		fmt.Fprintf(&b, `<line x1="%.1f" y1="35" x2="%.1f" y2="%d" stroke="#ddd"/><text x="%.1f" y="%d" text-anchor="middle">%g ms</text>`+"\n", tx, tx, height-30, tx, height-15, tick)
+	}
+	y := 45
+	for _, r := range s.rows {
+		label := fmt.Sprintf("%s c=%d %s", r.id, r.concurrency, r.what)
+		if len(label) > 58 {
+			label = label[:57] + "…"
+		}
+		fmt.Fprintf(&b, `<text x="%d" y="%d" text-anchor="end">%s</text>`+"\n", left-6, y+barH+4, escape(label))
+		fmt.Fprintf(&b, `<rect x="%d" y="%d" width="%.1f" height="%d" fill="#1f5fa8"/>`+"\n", left, y, x(r.p50)-left, barH)
+		fmt.Fprintf(&b, `<rect x="%d" y="%d" width="%.1f" height="%d" fill="#9cc3ea"/>`+"\n", left, y+barH, x(r.p99)-left, barH)
+		fmt.Fprintf(&b, `<text x="%.1f" y="%d" font-size="10">%s / %s</text>`+"\n", x(r.p99)+4, y+barH+4, ms(r.p50), ms(r.p99))
+		y += 2*barH + gap
+	}
+	b.WriteString("</svg>\n")
+	return b.String()
+}
+
+func escape(s string) string {
+	return strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;").Replace(s)
+}
