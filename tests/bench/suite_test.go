@@ -11,6 +11,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -89,6 +90,13 @@ type row struct {
 	p50, p99    time.Duration
 	errors      int64
 	note        string
+	// CPU time per successful request, by process (medians over runs).
+	cpuVault, cpuPlugin, cpuUpstream, cpuClient time.Duration
+}
+
+// cpuPerRequest is the whole machine's CPU time per request.
+func (r row) cpuPerRequest() time.Duration {
+	return r.cpuVault + r.cpuPlugin + r.cpuUpstream + r.cpuClient
 }
 
 type target struct {
@@ -137,10 +145,16 @@ func (s *suite) logf(format string, args ...any) {
 func (s *suite) measure(id, what string, concurrency int, op func(worker int) error, after func(result) string) row {
 	var rates []float64
 	var p50s, p99s []time.Duration
+	var cpu [4][]time.Duration
 	var errs int64
 	var notes []string
 	for i := 0; i < runs; i++ {
+		cpuBefore := s.cpuSample()
 		r := load{concurrency: concurrency, duration: runTime, maxRequests: maxRequests}.run(op)
+		cpuAfter := s.cpuSample()
+		for k := range cpu {
+			cpu[k] = append(cpu[k], (cpuAfter[k]-cpuBefore[k])/time.Duration(max(r.requests-r.errors, 1)))
+		}
 		rates = append(rates, r.perSecond())
 		p50s = append(p50s, r.percentile(0.50))
 		p99s = append(p99s, r.percentile(0.99))
@@ -153,13 +167,27 @@ func (s *suite) measure(id, what string, concurrency int, op func(worker int) er
 		}
 		s.clearLeases()
 	}
-	rw := row{id: id, what: what, concurrency: concurrency, perSecond: median(rates), p50: median(p50s), p99: median(p99s), errors: errs}
+	rw := row{id: id, what: what, concurrency: concurrency, perSecond: median(rates), p50: median(p50s), p99: median(p99s), errors: errs,
+		cpuVault: median(cpu[0]), cpuPlugin: median(cpu[1]), cpuUpstream: median(cpu[2]), cpuClient: median(cpu[3])}
 	if len(notes) > 0 {
 		rw.note = medianNote(notes)
 	}
 	s.rows = append(s.rows, rw)
 	s.logf("row %s c=%-2d %-48s %8.0f/s p50 %-8s p99 %-8s errors %d %s", id, concurrency, what, rw.perSecond, rw.p50.Round(10*time.Microsecond), rw.p99.Round(10*time.Microsecond), errs, rw.note)
 	return rw
+}
+
+// cpuSample reads the CPU time used so far by Vault, the plugin, the
+// upstream and this load generator.
+func (s *suite) cpuSample() [4]time.Duration {
+	var self syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &self)
+	return [4]time.Duration{
+		harness.ProcessCPUTime(s.b, s.v.PID()),
+		s.v.PluginCPUTime(s.b),
+		harness.ProcessCPUTime(s.b, s.up.PID()),
+		time.Duration(self.Utime.Nano() + self.Stime.Nano()),
+	}
 }
 
 // medianNote keeps the middle one of the runs' notes, which are

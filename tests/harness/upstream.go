@@ -213,6 +213,9 @@ func (u *Upstream) fetchDiscovery() (map[string]any, error) {
 	return doc, nil
 }
 
+// PID is the upstream server's process id (it changes with Restart).
+func (u *Upstream) PID() int { return u.proc.cmd.Process.Pid }
+
 // Stop stops the server with SIGTERM and waits for it (it saves StateFile
 // on the way out when one is set).
 func (u *Upstream) Stop(t testing.TB) {

@@ -350,15 +350,23 @@ func (v *Vault) PluginRSS(t testing.TB) int64 {
 // from zero.
 func (v *Vault) PluginCPUTime(t testing.TB) time.Duration {
 	t.Helper()
-	pid := v.PluginPID(t)
+	return ProcessCPUTime(t, v.PluginPID(t))
+}
+
+// PID is the Vault server's process id.
+func (v *Vault) PID() int { return v.Cmd.Process.Pid }
+
+// ProcessCPUTime is a process's user+system CPU time from /proc/PID/stat.
+func ProcessCPUTime(t testing.TB, pid int) time.Duration {
+	t.Helper()
 	f, err := procStatFields(pid)
 	if err != nil {
-		t.Fatalf("PluginCPUTime: %v", err)
+		t.Fatalf("ProcessCPUTime: %v", err)
 	}
 	utime, err1 := strconv.ParseUint(f[14-3], 10, 64)
 	stime, err2 := strconv.ParseUint(f[15-3], 10, 64)
 	if err := errors.Join(err1, err2); err != nil {
-		t.Fatalf("PluginCPUTime: /proc/%d/stat: %v", pid, err)
+		t.Fatalf("ProcessCPUTime: /proc/%d/stat: %v", pid, err)
 	}
 	return time.Duration(utime+stime) * time.Second / clockTicksPerSecond
 }
