@@ -52,6 +52,7 @@ type backend struct {
 	// grantLocks serialises refreshes of one grant: a rotating refresh
 	// token must never be redeemed twice.
 	grantLocks keyedMutex
+	indexLocks keyedMutex
 
 	// Caches of what the creds path reads. Every write through this
 	// backend updates them; Invalidate drops what other nodes change.

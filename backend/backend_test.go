@@ -508,3 +508,40 @@ func TestTokenReuseCountsEveryConcurrentLease(t *testing.T) {
 		t.Fatalf("shared tokens left behind: %+v", stored)
 	}
 }
+
+func TestListGrantsKeyInfoFollowsStatus(t *testing.T) {
+	env := newTestEnv(t)
+	for _, name := range []string{"a", "b", "c"} {
+		env.mustWrite("grants/"+name, map[string]any{"provider": "up", "refresh_token": env.up.mint("read")})
+	}
+	env.mustWrite("roles/rb", map[string]any{"grant": "b"})
+	env.up.fail("invalid_grant", 400)
+	if _, err := env.creds("rb"); err == nil {
+		t.Fatal("invalid_grant did not fail")
+	}
+	if _, err := env.do(logical.DeleteOperation, "grants/c", nil); err != nil {
+		t.Fatal(err)
+	}
+	// A grant the index has never seen (written before the index existed,
+	// or a crash between the two writes) is still listed, from the grant.
+	legacy := &grantEntry{Name: "legacy", ID: randomID(), Provider: "up", Status: statusActive}
+	if err := putJSON(context.Background(), env.storage, grantPrefix+"legacy", legacy); err != nil {
+		t.Fatal(err)
+	}
+
+	resp, err := env.do(logical.ListOperation, "grants/", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info := resp.Data["key_info"].(map[string]any)
+	want := map[string]string{"a": statusActive, "b": statusInvalid, "legacy": statusActive}
+	if len(info) != len(want) {
+		t.Fatalf("key_info = %v", info)
+	}
+	for name, status := range want {
+		ki := info[name].(map[string]any)
+		if ki["status"] != status || ki["provider"] != "up" {
+			t.Fatalf("key_info[%s] = %v, want status %s", name, ki, status)
+		}
+	}
+}

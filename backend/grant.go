@@ -46,6 +46,8 @@ type grantEntry struct {
 	KeepAlive     time.Duration `json:"keep_alive,omitempty"`
 	OwnerEntityID string        `json:"owner_entity_id,omitempty"`
 	LastError     string        `json:"last_error,omitempty"`
+	// Indexed is the status last written to the grant index.
+	Indexed string `json:"indexed,omitempty"`
 	// EraseAfterRevoke is set by delete: once the refresh token is revoked
 	// upstream the entry goes away. Without it (max_age, idle_timeout) the
 	// entry stays, marked expired, for the record.
@@ -124,6 +126,12 @@ func getGrant(ctx context.Context, s logical.Storage, name string) (*grantEntry,
 // putGrant stores g and refreshes its cached copy, if it has one. Callers
 // hold the grant's lock.
 func (b *backend) putGrant(ctx context.Context, s logical.Storage, g *grantEntry) error {
+	if g.Indexed != g.Status {
+		if err := b.indexGrant(ctx, s, g); err != nil {
+			return err
+		}
+		g.Indexed = g.Status
+	}
 	if err := putJSON(ctx, s, grantPrefix+g.Name, g); err != nil {
 		return fmt.Errorf("storing grant %q: %w", g.Name, err)
 	}

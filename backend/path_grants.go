@@ -89,15 +89,9 @@ func (b *backend) pathGrantsList(ctx context.Context, req *logical.Request, _ *f
 	if err != nil {
 		return nil, err
 	}
-	info := make(map[string]any, len(names))
-	for _, name := range names {
-		g, err := getGrant(ctx, req.Storage, name)
-		if err != nil {
-			return nil, err
-		}
-		if g != nil {
-			info[name] = map[string]any{"provider": g.Provider, "status": g.Status}
-		}
+	info, err := b.grantKeyInfo(ctx, req.Storage, names)
+	if err != nil {
+		return nil, err
 	}
 	return logical.ListResponseWithInfo(names, info), nil
 }

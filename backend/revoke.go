@@ -164,5 +164,8 @@ func (b *backend) eraseGrant(ctx context.Context, s logical.Storage, g *grantEnt
 		return err
 	}
 	b.dropGrant(g.Name)
+	if err := b.unindexGrant(ctx, s, g.Name); err != nil {
+		return err
+	}
 	return s.Delete(ctx, revokingPrefix+g.Name)
 }
