@@ -83,14 +83,7 @@ func (f *fakeUpstream) token(w http.ResponseWriter, r *http.Request) {
 	r.ParseForm()
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if len(f.failNext) > 0 {
-		status := f.failNext[0]
-		f.failNext = f.failNext[1:]
-		if status == 400 {
-			oauthError(w, 400, f.errorCode)
-		} else {
-			w.WriteHeader(status)
-		}
+	if f.injectFailure(w) {
 		return
 	}
 	f.seq++
@@ -139,10 +132,7 @@ func (f *fakeUpstream) revoke(w http.ResponseWriter, r *http.Request) {
 	r.ParseForm()
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if len(f.failNext) > 0 {
-		status := f.failNext[0]
-		f.failNext = f.failNext[1:]
-		w.WriteHeader(status)
+	if f.injectFailure(w) {
 		return
 	}
 	tok := r.PostForm.Get("token")
@@ -165,6 +155,21 @@ func (f *fakeUpstream) introspect(w http.ResponseWriter, r *http.Request) {
 	defer f.mu.Unlock()
 	a := f.access[r.PostForm.Get("token")]
 	json.NewEncoder(w).Encode(map[string]any{"active": a.active, "scope": a.scopes})
+}
+
+// injectFailure answers with the next queued failure, if any; f.mu is held.
+func (f *fakeUpstream) injectFailure(w http.ResponseWriter) bool {
+	if len(f.failNext) == 0 {
+		return false
+	}
+	status := f.failNext[0]
+	f.failNext = f.failNext[1:]
+	if status == http.StatusBadRequest {
+		oauthError(w, status, f.errorCode)
+	} else {
+		w.WriteHeader(status)
+	}
+	return true
 }
 
 func (f *fakeUpstream) fail(code string, statuses ...int) {

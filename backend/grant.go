@@ -111,6 +111,10 @@ func (b *backend) unusableError(g *grantEntry, now time.Time) error {
 	return nil
 }
 
+func errNoGrant(name string) error {
+	return logical.CodedError(http.StatusBadRequest, fmt.Sprintf("grant %q does not exist", name))
+}
+
 func getGrant(ctx context.Context, s logical.Storage, name string) (*grantEntry, error) {
 	g := &grantEntry{}
 	ok, err := getJSON(ctx, s, grantPrefix+name, g)
@@ -173,7 +177,7 @@ func (b *backend) checkedGrant(ctx context.Context, s logical.Storage, name stri
 			return nil, err
 		}
 		if g == nil {
-			return nil, logical.CodedError(http.StatusBadRequest, fmt.Sprintf("grant %q does not exist", name))
+			return nil, errNoGrant(name)
 		}
 	}
 	now := time.Now()

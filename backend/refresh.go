@@ -35,7 +35,7 @@ func (b *backend) refreshGrant(ctx context.Context, s logical.Storage, name stri
 		return nil, err
 	}
 	if g == nil {
-		return nil, logical.CodedError(http.StatusBadRequest, fmt.Sprintf("grant %q does not exist", name))
+		return nil, errNoGrant(name)
 	}
 	now := time.Now()
 	if err := b.unusableError(g, now); err != nil {

@@ -6,7 +6,6 @@
 package e2e
 
 import (
-	"fmt"
 	"os"
 	"testing"
 
@@ -14,17 +13,5 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	os.Exit(runTestMain(m))
-}
-
-func runTestMain(m *testing.M) int {
-	cleanup, err := harness.Setup()
-	defer cleanup()
-	if err != nil {
-		// A missing vault, node or plugin is a failure, never a skip.
-		fmt.Fprintf(os.Stderr, "e2e: setup failed: %v\n", err)
-		fmt.Println("FAIL: e2e harness setup")
-		return 1
-	}
-	return m.Run()
+	os.Exit(harness.RunTests(m))
 }

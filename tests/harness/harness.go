@@ -428,3 +428,17 @@ outer:
 	}
 	return env
 }
+
+// RunTests is a TestMain body for packages that use the harness: it sets up
+// once, runs the tests and cleans up. A missing vault, node or plugin fails
+// the package; it is never a skip.
+func RunTests(m *testing.M) int {
+	cleanup, err := Setup()
+	defer cleanup()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "harness: setup failed: %v\n", err)
+		fmt.Println("FAIL: harness setup")
+		return 1
+	}
+	return m.Run()
+}

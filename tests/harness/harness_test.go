@@ -12,18 +12,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	os.Exit(runTestMain(m))
-}
-
-func runTestMain(m *testing.M) int {
-	cleanup, err := harness.Setup()
-	defer cleanup()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "harness: setup failed: %v\n", err)
-		fmt.Println("FAIL: harness setup")
-		return 1
-	}
-	return m.Run()
+	os.Exit(harness.RunTests(m))
 }
 
 // TestHarnessSmoke checks the harness itself: the upstream starts and its
