@@ -155,7 +155,7 @@ func runOut(name string, args ...string) string {
 // chart draws p50 and p99 of rows 1-6 as horizontal bars on a log scale.
 func (s *suite) chart() string {
 	const (
-		left, barH, gap, width = 360, 12, 10, 900
+		left, barH, gap, width = 440, 12, 10, 1000
 		minMS, maxMS           = 0.1, 1000.0
 	)
 	x := func(d time.Duration) float64 {
@@ -173,8 +173,8 @@ func (s *suite) chart() string {
 	y := 45
 	for _, r := range s.rows {
 		label := fmt.Sprintf("%s c=%d %s", r.id, r.concurrency, r.what)
-		if len(label) > 58 {
-			label = label[:57] + "…"
+		if len(label) > 64 {
+			label = label[:63] + "…"
 		}
 		fmt.Fprintf(&b, `<text x="%d" y="%d" text-anchor="end">%s</text>`+"\n", left-6, y+barH+4, escape(label))
 		fmt.Fprintf(&b, `<rect x="%d" y="%d" width="%.1f" height="%d" fill="#1f5fa8"/>`+"\n", left, y, x(r.p50)-left, barH)
