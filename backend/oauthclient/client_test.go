@@ -335,3 +335,20 @@ func TestDiscoveryRejectsIssuerMismatch(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 }
+
+func TestDialRefusesLinkLocalAfterResolution(t *testing.T) {
+	for addr, refused := range map[string]bool{
+		"169.254.169.254:80":          true, // cloud metadata
+		"[fe80::1]:443":               true,
+		"0.0.0.0:80":                  true,
+		"224.0.0.1:80":                true,
+		"127.0.0.1:8200":              false,
+		"10.1.2.3:443":                false,
+		"[::ffff:169.254.169.254]:80": true,
+	} {
+		err := refuseForbiddenAddrs("tcp", addr, nil)
+		if (err != nil) != refused {
+			t.Errorf("%s: err = %v, want refused=%v", addr, err, refused)
+		}
+	}
+}

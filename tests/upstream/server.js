@@ -364,6 +364,19 @@ const clients = [
   },
 ];
 
+// CLIENT_JWKS (a JWKS with public keys) adds the client `vault-jwt`, which
+// authenticates with private_key_jwt (RFC 7523) signed by the matching
+// private key, held only by the test and, sealed, by Vault.
+if (process.env.CLIENT_JWKS) {
+  clients.push({
+    ...redirectClient,
+    client_id: 'vault-jwt',
+    token_endpoint_auth_method: 'private_key_jwt',
+    token_endpoint_auth_signing_alg: 'ES256',
+    jwks: JSON.parse(process.env.CLIENT_JWKS),
+  });
+}
+
 const configuration = {
   clients,
   jwks,
