@@ -545,3 +545,56 @@ func TestListGrantsKeyInfoFollowsStatus(t *testing.T) {
 		}
 	}
 }
+
+func TestLifecycleSweep(t *testing.T) {
+	env := newTestEnv(t)
+	env.mustWrite("config", map[string]any{"tidy_interval": 1})
+	env.mustWrite("grants/plain", map[string]any{"provider": "up", "refresh_token": env.up.mint("read")})
+	env.mustWrite("grants/alive", map[string]any{"provider": "up", "refresh_token": env.up.mint("read"), "keep_alive": 1})
+	env.mustWrite("grants/old", map[string]any{"provider": "up", "refresh_token": env.up.mint("read"), "max_age": 1})
+	env.mustWrite("grants/idle", map[string]any{"provider": "up", "refresh_token": env.up.mint("read"), "idle_timeout": 1, "keep_alive": 3600})
+	ctx := context.Background()
+	due, err := env.storage.List(ctx, duePrefix)
+	if err != nil || len(due) == 0 {
+		t.Fatalf("due index = %v, %v", due, err)
+	}
+	if g, _ := getGrant(ctx, env.storage, "plain"); !g.DueAt.IsZero() {
+		t.Fatal("a grant without max_age, idle_timeout or keep_alive was scheduled")
+	}
+
+	// The background worker (tidy_interval 1s) does the rest by itself.
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		alive, old, idle := env.grant("alive"), env.grant("old"), env.grant("idle")
+		if alive["refresh_count"].(int64) >= 2 && old["status"] == statusExpired && idle["status"] == statusExpired {
+			if alive["last_used_at"] != "" {
+				t.Fatalf("keep_alive refreshes counted as uses: %v", alive)
+			}
+			if alive["status"] != statusActive || alive["rotation_count"].(int64) != alive["refresh_count"].(int64) {
+				t.Fatalf("keep_alive grant = %v", alive)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("sweep did not act: alive=%v old=%v idle=%v", alive, old, idle)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	// Expired grants had their refresh tokens revoked upstream (g3, g4).
+	eventuallyTrue(t, func() bool { return !env.up.grantAlive("g3") && !env.up.grantAlive("g4") })
+	if !env.up.grantAlive("g1") {
+		t.Fatal("the plain grant was touched")
+	}
+	if g := env.grant("plain"); g["refresh_count"].(int64) != 0 || g["status"] != statusActive {
+		t.Fatalf("plain grant = %v", g)
+	}
+}
+
+func eventuallyTrue(t *testing.T, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met in 10s")
+		}
+	}
+}

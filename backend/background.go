@@ -30,6 +30,7 @@ type tidyStatus struct {
 	Attempted   int           `json:"attempted"`
 	Revoked     int           `json:"revoked"`
 	Failed      int           `json:"failed"`
+	DueChecked  int           `json:"due_checked"`
 	NextDue     time.Time     `json:"next_due,omitempty"`
 	LastError   string        `json:"last_error,omitempty"`
 	SweepsTotal int64         `json:"sweeps_total"`
@@ -107,8 +108,10 @@ func (w *backgroundWorker) interval(ctx context.Context, s logical.Storage) time
 	return cfg.TidyInterval
 }
 
-// sweep retries queued upstream revocations that are due. It reads only
-// the queue, never every grant, so an idle mount costs one List.
+// sweep does the lifecycle work that is due: grants whose max_age,
+// idle_timeout or keep_alive has come (from the due index), and queued
+// upstream revocations. It reads only the index and the queue, never every
+// grant, so an idle mount costs a couple of Lists.
 func (w *backgroundWorker) sweep(ctx context.Context, s logical.Storage) tidyStatus {
 	w.running.Lock()
 	defer w.running.Unlock()
@@ -120,6 +123,8 @@ func (w *backgroundWorker) sweep(ctx context.Context, s logical.Storage) tidySta
 		w.last = st
 		w.mu.Unlock()
 	}()
+
+	st.NextDue = w.sweepDue(ctx, s, &st)
 
 	names, err := s.List(ctx, revokingPrefix)
 	if err != nil {

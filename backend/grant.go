@@ -46,6 +46,8 @@ type grantEntry struct {
 	KeepAlive     time.Duration `json:"keep_alive,omitempty"`
 	OwnerEntityID string        `json:"owner_entity_id,omitempty"`
 	LastError     string        `json:"last_error,omitempty"`
+	// DueAt is when the due index next looks at this grant (lifecycle.go).
+	DueAt time.Time `json:"due_at,omitempty"`
 	// Indexed is the status last written to the grant index.
 	Indexed string `json:"indexed,omitempty"`
 	// EraseAfterRevoke is set by delete: once the refresh token is revoked

@@ -109,10 +109,14 @@ func (b *backend) issue(ctx context.Context, s logical.Storage, role *roleEntry)
 func (b *backend) issueFromGrant(ctx context.Context, s logical.Storage, role *roleEntry) (*issuedToken, error) {
 	var warnings []string
 	// Leases of shared tokens are counted with the shared token instead.
-	r, err := b.refreshGrant(ctx, s, role.Grant, role.tokenOptions(), !role.TokenReuse, func(tok *oauthclient.Token) error {
-		w, err := checkScopes(role, tok)
-		warnings = w
-		return err
+	r, err := b.refreshGrant(ctx, s, role.Grant, refreshRequest{
+		opts:       role.tokenOptions(),
+		countLease: !role.TokenReuse,
+		accept: func(tok *oauthclient.Token) error {
+			w, err := checkScopes(role, tok)
+			warnings = w
+			return err
+		},
 	})
 	if err != nil {
 		return nil, err

@@ -237,6 +237,9 @@ func (b *backend) pathGrantWrite(ctx context.Context, req *logical.Request, d *f
 		}
 	case refreshToken != "":
 	default:
+		if err := b.schedule(ctx, req.Storage, g); err != nil {
+			return nil, err
+		}
 		if err := b.putGrant(ctx, req.Storage, g); err != nil {
 			return nil, err
 		}
@@ -252,6 +255,9 @@ func (b *backend) pathGrantWrite(ctx context.Context, req *logical.Request, d *f
 	}
 	g.Status = statusActive
 	g.LastError = ""
+	if err := b.schedule(ctx, req.Storage, g); err != nil {
+		return nil, err
+	}
 	if err := b.putGrant(ctx, req.Storage, g); err != nil {
 		return nil, err
 	}

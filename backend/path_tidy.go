@@ -60,6 +60,7 @@ func (st tidyStatus) data() map[string]any {
 		"revocations_attempted":  st.Attempted,
 		"revocations_succeeded":  st.Revoked,
 		"revocations_failed":     st.Failed,
+		"grants_checked":         st.DueChecked,
 		"next_due":               formatTime(st.NextDue),
 		"last_error":             st.LastError,
 		"sweeps_since_plugin_up": st.SweepsTotal,
@@ -67,8 +68,10 @@ func (st tidyStatus) data() map[string]any {
 }
 
 const tidyHelp = `
-The lifecycle sweep retries queued upstream revocations (grants deleted
-while their provider was unreachable, grants past max_age or idle_timeout).
+The lifecycle sweep expires grants past max_age or idle_timeout, refreshes
+grants whose keep_alive has come, and retries queued upstream revocations
+(grants deleted while their provider was unreachable, expired grants). It
+finds them through an index of due times, never by reading every grant.
 It runs every tidy_interval (config) on the node that can write; tidy runs it
 now and returns what it did; tidy/status shows the last sweep.
 `

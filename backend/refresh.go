@@ -18,14 +18,26 @@ type refreshed struct {
 	provider *providerHandle
 }
 
+// refreshRequest says what a refresh is for.
+type refreshRequest struct {
+	opts oauthclient.TokenOptions
+	// countLease: the token goes to a lease counted on the grant.
+	countLease bool
+	// keepAlive: a background refresh, not a use of the grant (it must not
+	// hold off idle_timeout).
+	keepAlive bool
+	// accept runs under the lock before the lease is counted; if it
+	// refuses the token the rotation is still stored.
+	accept func(*oauthclient.Token) error
+}
+
 // refreshGrant redeems the grant's refresh token for an access token.
 //
 // Rotation safety: one refresh per grant is in flight (grantLocks); the
 // grant is re-read under the lock, so the newest refresh token is the one
 // redeemed; a rotated refresh token is stored before anything is returned.
-// accept runs under the lock before the lease is counted (countLease); if
-// it refuses the token the rotation is still stored.
-func (b *backend) refreshGrant(ctx context.Context, s logical.Storage, name string, opts oauthclient.TokenOptions, countLease bool, accept func(*oauthclient.Token) error) (*refreshed, error) {
+func (b *backend) refreshGrant(ctx context.Context, s logical.Storage, name string, rr refreshRequest) (*refreshed, error) {
+	opts := rr.opts
 	ctx = detached(ctx)
 	unlock := b.grantLocks.Lock(name)
 	defer unlock()
@@ -72,10 +84,16 @@ func (b *backend) refreshGrant(ctx context.Context, s logical.Storage, name stri
 		g.Scopes = tok.Scopes
 	}
 	g.RefreshCount++
-	g.LastRefreshAt, g.LastUsedAt = now.UTC(), now.UTC()
+	g.LastRefreshAt = now.UTC()
+	if !rr.keepAlive {
+		g.LastUsedAt = now.UTC()
+	}
 	g.LastError = ""
-	acceptErr := accept(tok)
-	if acceptErr == nil && countLease {
+	var acceptErr error
+	if rr.accept != nil {
+		acceptErr = rr.accept(tok)
+	}
+	if acceptErr == nil && rr.countLease {
 		g.ActiveLeases++
 	}
 	if err := b.storeRotation(ctx, s, g); err != nil {

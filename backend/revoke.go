@@ -143,6 +143,9 @@ func (b *backend) finishRevocation(ctx context.Context, s logical.Storage, g *gr
 	}
 	g.Status = statusExpired
 	g.RefreshToken = nil
+	if err := b.schedule(ctx, s, g); err != nil { // drops its due entry
+		return err
+	}
 	if err := b.putGrant(ctx, s, g); err != nil {
 		return err
 	}
@@ -157,6 +160,11 @@ func (b *backend) eraseGrant(ctx context.Context, s logical.Storage, g *grantEnt
 	}
 	for _, id := range ids {
 		if err := s.Delete(ctx, outstandingPath(g.ID, id)); err != nil {
+			return err
+		}
+	}
+	if !g.DueAt.IsZero() {
+		if err := s.Delete(ctx, duePath(g.DueAt, g.Name)); err != nil {
 			return err
 		}
 	}

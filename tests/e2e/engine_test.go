@@ -507,3 +507,32 @@ func TestTokenReuseRevokesWithTheLastLease(t *testing.T) {
 		t.Fatal("a revoked shared token was handed out again")
 	}
 }
+
+func TestLifecycleKeepAliveAndMaxAge(t *testing.T) {
+	e := startEngine(t, harness.UpstreamOptions{})
+	aliveRT, _ := e.up.Mint(t, e.up.ClientID, "offline_access api:read", "alive")
+	e.v.MustCLI(t, "write", "oauth/grants/alive", "provider=local", "refresh_token="+aliveRT, "keep_alive=2s")
+	oldRT, _ := e.importGrant(t, "old", "api:read")
+	e.v.MustCLI(t, "write", "oauth/grants/old", "max_age=2s")
+
+	harness.Eventually(t, 30*time.Second, func() bool {
+		alive, old := e.grant(t, "alive"), e.grant(t, "old")
+		return jsonInt(alive["refresh_count"]) >= 2 && old["status"] == "expired"
+	}, "keep_alive did not refresh or max_age did not expire")
+	alive := e.grant(t, "alive")
+	if alive["status"] != "active" || alive["last_used_at"] != "" || jsonInt(alive["rotation_count"]) != jsonInt(alive["refresh_count"]) {
+		t.Fatalf("keep_alive grant = %v", alive)
+	}
+	harness.Eventually(t, 10*time.Second, func() bool { return !e.up.TokenState(t, oldRT).Active },
+		"expired grant's refresh token still active upstream")
+	if _, err := e.v.CLI(t, "write", "oauth/roles/old", "grant=old"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.creds("old"); err == nil || !strings.Contains(err.Error(), "re-authorization") {
+		t.Fatalf("creds of an expired grant: %v", err)
+	}
+	status := e.v.MustCLI(t, "read", "-format=json", "oauth/tidy/status")
+	if !strings.Contains(status, `"grants_checked"`) {
+		t.Fatalf("tidy/status = %s", status)
+	}
+}
