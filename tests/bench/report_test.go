@@ -161,7 +161,7 @@ func (s *suite) chart() string {
 	)
 	x := func(d time.Duration) float64 {
 		v := math.Max(float64(d)/float64(time.Millisecond), minMS)
-		return left + (width-left-20)*math.Log10(v/minMS)/math.Log10(maxMS/minMS)
+		return left + (width-left-40)*math.Log10(v/minMS)/math.Log10(maxMS/minMS)
 	}
 	height := 60 + len(s.rows)*(2*barH+gap) + 40
 	var b strings.Builder
