@@ -83,7 +83,9 @@ func newBackend(conf *logical.BackendConfig) *backend {
 		Help:        strings.TrimSpace(backendHelp),
 		BackendType: logical.TypeLogical,
 		PathsSpecial: &logical.Paths{
+			Unauthenticated: []string{"callback"},
 			SealWrapStorage: []string{
+				pendingPrefix,
 				providerPrefix,
 				grantPrefix,
 				"keys/",
@@ -95,6 +97,7 @@ func newBackend(conf *logical.BackendConfig) *backend {
 			[]*framework.Path{pathConfig(b)},
 			pathProviders(b),
 			pathGrants(b),
+			pathGrantFlows(b),
 			pathRoles(b),
 			[]*framework.Path{pathCreds(b), pathKeysRotate(b)},
 			pathTidy(b),

@@ -124,7 +124,7 @@ func (w *backgroundWorker) sweep(ctx context.Context, s logical.Storage) tidySta
 		w.mu.Unlock()
 	}()
 
-	st.NextDue = w.sweepDue(ctx, s, &st)
+	st.NextDue = earliest(w.sweepDue(ctx, s, &st), w.sweepPending(ctx, s, &st))
 
 	names, err := s.List(ctx, revokingPrefix)
 	if err != nil {

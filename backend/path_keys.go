@@ -129,6 +129,28 @@ func (b *backend) resealAll(ctx context.Context, s logical.Storage, kr *keyring,
 			return err
 		}
 	}
+	pending, err := s.List(ctx, pendingPrefix)
+	if err != nil {
+		return err
+	}
+	for _, key := range pending {
+		p, err := b.loadPending(ctx, s, key)
+		if err != nil {
+			return err
+		}
+		if p == nil {
+			continue
+		}
+		changed, err := resealInPlace(kr, &p.Secret, pendingAAD(key))
+		if err != nil {
+			return fmt.Errorf("pending authorization of grant %q: %w", p.Grant, err)
+		}
+		if changed {
+			if err := putJSON(ctx, s, pendingPrefix+key, p); err != nil {
+				return err
+			}
+		}
+	}
 	grantIDs, err := s.List(ctx, outstandingPfx)
 	if err != nil {
 		return err

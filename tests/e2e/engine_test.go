@@ -417,14 +417,9 @@ func assertNoSecretsInAuditResponses(t *testing.T, path string, secrets map[stri
 }
 
 // authorize runs the authorization-code flow with PKCE S256 against the
-// upstream the way a browser would (following redirects with a cookie jar,
-// posting the login form) and returns the code.
+// upstream the way a browser would and returns the code.
 func authorize(t *testing.T, up *harness.Upstream, redirectURI, verifier, scope string) string {
 	t.Helper()
-	jar, _ := cookiejar.New(nil)
-	client := &http.Client{Jar: jar, Timeout: 10 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error {
-		return http.ErrUseLastResponse
-	}}
 	authURL := up.Endpoint(t, "authorization_endpoint") + "?" + url.Values{
 		"client_id":             {up.ClientID},
 		"response_type":         {"code"},
@@ -435,6 +430,18 @@ func authorize(t *testing.T, up *harness.Upstream, redirectURI, verifier, scope 
 		"code_challenge":        {s256(verifier)},
 		"code_challenge_method": {"S256"},
 	}.Encode()
+	return followAuthorization(t, authURL, redirectURI).Query().Get("code")
+}
+
+// followAuthorization acts as the user's browser from an authorization URL:
+// it follows redirects with a cookie jar, logs in as alice when the
+// upstream asks, and returns the redirect to redirectURI (not followed).
+func followAuthorization(t *testing.T, authURL, redirectURI string) *url.URL {
+	t.Helper()
+	jar, _ := cookiejar.New(nil)
+	client := &http.Client{Jar: jar, Timeout: 10 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error {
+		return http.ErrUseLastResponse
+	}}
 	next, method, form := authURL, http.MethodGet, url.Values(nil)
 	for hop := 0; hop < 10; hop++ {
 		var resp *http.Response
@@ -456,7 +463,7 @@ func authorize(t *testing.T, up *harness.Upstream, redirectURI, verifier, scope 
 			if e := loc.Query().Get("error"); e != "" {
 				t.Fatalf("authorization failed: %s", e)
 			}
-			return loc.Query().Get("code")
+			return loc
 		}
 		next, method, form = loc.String(), http.MethodGet, nil
 		if strings.Contains(loc.Path, "/interaction/") {
@@ -464,7 +471,7 @@ func authorize(t *testing.T, up *harness.Upstream, redirectURI, verifier, scope 
 		}
 	}
 	t.Fatal("authorization flow did not reach the redirect URI")
-	return ""
+	return nil
 }
 
 func TestRunningVersionIsReported(t *testing.T) {

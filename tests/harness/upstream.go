@@ -125,7 +125,8 @@ func StartUpstream(t testing.TB, opts UpstreamOptions) *Upstream {
 	if opts.ClientSecret == "" {
 		opts.ClientSecret = RandomHex(t, 16)
 	}
-	if opts.Port == 0 {
+	autoPort := opts.Port == 0
+	if autoPort {
 		opts.Port = FreePort(t)
 	}
 	u := &Upstream{
@@ -140,8 +141,21 @@ func StartUpstream(t testing.TB, opts UpstreamOptions) *Upstream {
 	}
 	t.Cleanup(func() { u.proc.stop(10 * time.Second) })
 	dumpLogOnFailure(t, "upstream log", u.LogPath, nil)
-	u.start(t)
-	return u
+	// A port picked by FreePort can be taken by someone else before the
+	// server binds it; then start again on another one.
+	for attempt := 1; ; attempt++ {
+		err := u.tryStart()
+		if err == nil {
+			return u
+		}
+		if !autoPort || attempt == 3 {
+			t.Fatalf("StartUpstream: %v; see the upstream log below", err)
+		}
+		t.Logf("StartUpstream: %v; retrying on another port", err)
+		u.proc.stop(5 * time.Second)
+		u.Port = FreePort(t)
+		u.URL = fmt.Sprintf("http://127.0.0.1:%d", u.Port)
+	}
 }
 
 func (u *Upstream) env() []string {
@@ -175,9 +189,17 @@ func (u *Upstream) env() []string {
 
 func (u *Upstream) start(t testing.TB) {
 	t.Helper()
+	if err := u.tryStart(); err != nil {
+		t.Fatalf("StartUpstream: %v; see the upstream log below", err)
+	}
+}
+
+// tryStart starts the server and waits up to 30s for its discovery
+// document.
+func (u *Upstream) tryStart() error {
 	p, err := startProcess("upstream", u.LogPath, u.env(), st.nodeBin, st.upstreamScript)
 	if err != nil {
-		t.Fatalf("StartUpstream: %v", err)
+		return err
 	}
 	u.proc = p
 	deadline := time.Now().Add(30 * time.Second)
@@ -185,13 +207,13 @@ func (u *Upstream) start(t testing.TB) {
 		doc, err := u.fetchDiscovery()
 		if err == nil {
 			u.Discovery = doc
-			return
+			return nil
 		}
 		if p.exited() {
-			t.Fatalf("StartUpstream: server exited during startup (%v); see the upstream log below", p.waitErr)
+			return fmt.Errorf("server exited during startup (%v)", p.waitErr)
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("StartUpstream: %s/.well-known/openid-configuration did not answer within 30s: %v", u.URL, err)
+			return fmt.Errorf("%s/.well-known/openid-configuration did not answer within 30s: %w", u.URL, err)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
