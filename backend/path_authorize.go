@@ -73,24 +73,32 @@ func pathGrantFlows(b *backend) []*framework.Path {
 	}
 }
 
-// prepareFlowGrant loads or creates the grant a flow completes. The caller
-// holds the grant's lock.
-func (b *backend) prepareFlowGrant(ctx context.Context, req *logical.Request, d *framework.FieldData) (*grantEntry, *providerHandle, bool, *logical.Response, error) {
+// flowGrant is the grant a flow completes and what the flow asks for.
+type flowGrant struct {
+	grant    *grantEntry
+	provider *providerHandle
+	scopes   []string
+	creating bool
+}
+
+// prepareFlowGrant loads or creates (in memory) the grant a flow completes.
+// The caller holds the grant's lock.
+func (b *backend) prepareFlowGrant(ctx context.Context, req *logical.Request, d *framework.FieldData) (*flowGrant, *logical.Response, error) {
 	name := d.Get("name").(string)
 	g, err := getGrant(ctx, req.Storage, name)
 	if err != nil {
-		return nil, nil, false, nil, err
+		return nil, nil, err
 	}
 	creating := g == nil
 	provider := d.Get("provider").(string)
 	switch {
 	case creating && provider == "":
-		return nil, nil, false, logical.ErrorResponse("provider is required to authorize a new grant"), nil
+		return nil, logical.ErrorResponse("provider is required to authorize a new grant"), nil
 	case creating:
 		g = &grantEntry{Name: name, ID: randomID(), Provider: provider, CreatedAt: time.Now().UTC(), OwnerEntityID: req.EntityID}
 		for field, dst := range map[string]*time.Duration{"max_age": &g.MaxAge, "idle_timeout": &g.IdleTimeout, "keep_alive": &g.KeepAlive} {
 			if v := d.Get(field).(int); v < 0 {
-				return nil, nil, false, logical.ErrorResponse("%s must not be negative", field), nil
+				return nil, logical.ErrorResponse("%s must not be negative", field), nil
 			} else {
 				*dst = time.Duration(v) * time.Second
 			}
@@ -98,28 +106,32 @@ func (b *backend) prepareFlowGrant(ctx context.Context, req *logical.Request, d 
 		if id := strings.TrimSpace(d.Get("owner_entity_id").(string)); id != "" {
 			entity, err := b.System().EntityInfo(id)
 			if err != nil {
-				return nil, nil, false, nil, err
+				return nil, nil, err
 			}
 			if entity == nil {
-				return nil, nil, false, logical.ErrorResponse("owner_entity_id: entity %q does not exist", id), nil
+				return nil, logical.ErrorResponse("owner_entity_id: entity %q does not exist", id), nil
 			}
 			g.OwnerEntityID = id
 		}
 	case provider != "" && provider != g.Provider:
-		return nil, nil, false, logical.ErrorResponse("provider: grant %q belongs to provider %q", name, g.Provider), nil
+		return nil, logical.ErrorResponse("provider: grant %q belongs to provider %q", name, g.Provider), nil
 	case g.Status == statusRevoking:
-		return nil, nil, false, logical.ErrorResponse("grant %q is being revoked", name), nil
+		return nil, logical.ErrorResponse("grant %q is being revoked", name), nil
 	}
 	h, err := b.provider(ctx, req.Storage, g.Provider)
 	if err != nil {
-		return nil, nil, false, logical.ErrorResponse("provider: %s", err), nil
+		return nil, logical.ErrorResponse("provider: %s", err), nil
 	}
+	fg := &flowGrant{grant: g, provider: h, creating: creating, scopes: g.Scopes}
 	if v, ok := d.GetOk("scopes"); ok {
-		g.Scopes = normalizeScopes(v.([]string))
-	} else if len(g.Scopes) == 0 {
-		g.Scopes = h.entry.Scopes
+		fg.scopes = normalizeScopes(v.([]string))
+	} else if len(fg.scopes) == 0 {
+		fg.scopes = h.entry.Scopes
 	}
-	return g, h, creating, nil, nil
+	if creating {
+		g.Scopes = fg.scopes
+	}
+	return fg, nil, nil
 }
 
 func randomState() string {
@@ -141,14 +153,15 @@ func (b *backend) pathGrantAuthorize(ctx context.Context, req *logical.Request, 
 	ctx = detached(ctx)
 	unlock := b.grantLocks.Lock(d.Get("name").(string))
 	defer unlock()
-	g, h, creating, resp, err := b.prepareFlowGrant(ctx, req, d)
+	fg, resp, err := b.prepareFlowGrant(ctx, req, d)
 	if resp != nil || err != nil {
 		return resp, err
 	}
+	g, h := fg.grant, fg.provider
 	if h.client.Endpoints().Authorization == "" {
 		return logical.ErrorResponse("provider %q has no authorization_url", g.Provider), nil
 	}
-	if err := b.startPending(ctx, req.Storage, cfg, g, creating); err != nil {
+	if err := b.startPending(ctx, req.Storage, cfg, g, fg.creating); err != nil {
 		return nil, err
 	}
 	state, verifier := randomState(), oauthclient.NewCodeVerifier()
@@ -164,12 +177,12 @@ func (b *backend) pathGrantAuthorize(ctx context.Context, req *logical.Request, 
 	expires := time.Now().Add(authorizationLifetime).UTC()
 	if err := putJSON(ctx, req.Storage, pendingPrefix+key, &pendingAuth{
 		Kind: pendingCode, Grant: g.Name, GrantID: g.ID, Provider: g.Provider,
-		RedirectURI: cfg.RedirectURI, Secret: sealedVerifier, ExpiresAt: expires,
+		RedirectURI: cfg.RedirectURI, Scopes: fg.scopes, Secret: sealedVerifier, ExpiresAt: expires,
 	}); err != nil {
 		return nil, err
 	}
 	return &logical.Response{Data: map[string]any{
-		"authorization_url": h.client.AuthCodeURL(cfg.RedirectURI, state, verifier, g.Scopes, nil),
+		"authorization_url": h.client.AuthCodeURL(cfg.RedirectURI, state, verifier, fg.scopes, nil),
 		"state":             state,
 		"expires_at":        formatTime(expires),
 	}}, nil
@@ -183,18 +196,22 @@ func (b *backend) pathGrantDevice(ctx context.Context, req *logical.Request, d *
 	ctx = detached(ctx)
 	unlock := b.grantLocks.Lock(d.Get("name").(string))
 	defer unlock()
-	g, h, creating, resp, err := b.prepareFlowGrant(ctx, req, d)
+	fg, resp, err := b.prepareFlowGrant(ctx, req, d)
 	if resp != nil || err != nil {
 		return resp, err
 	}
+	g, h := fg.grant, fg.provider
 	if h.client.Endpoints().DeviceAuthorization == "" {
 		return logical.ErrorResponse("provider %q has no device_authorization_url", g.Provider), nil
 	}
-	da, err := h.client.StartDevice(ctx, g.Scopes)
+	da, err := h.client.StartDevice(ctx, fg.scopes)
 	if err != nil {
-		return nil, upstreamError(g.Provider, err, g.Scopes)
+		return nil, upstreamError(g.Provider, err, fg.scopes)
 	}
-	if err := b.startPending(ctx, req.Storage, cfg, g, creating); err != nil {
+	if !da.Expiry.After(time.Now()) {
+		da.Expiry = time.Now().Add(authorizationLifetime) // expires_in missing
+	}
+	if err := b.startPending(ctx, req.Storage, cfg, g, fg.creating); err != nil {
 		return nil, err
 	}
 	key := pendingKeyForDevice(g.Name)
@@ -209,7 +226,7 @@ func (b *backend) pathGrantDevice(ctx context.Context, req *logical.Request, d *
 	interval := int64(da.Interval / time.Second)
 	if err := putJSON(ctx, req.Storage, pendingPrefix+key, &pendingAuth{
 		Kind: pendingDevice, Grant: g.Name, GrantID: g.ID, Provider: g.Provider,
-		Secret: sealedCode, ExpiresAt: da.Expiry.UTC(), Interval: interval,
+		Scopes: fg.scopes, Secret: sealedCode, ExpiresAt: da.Expiry.UTC(), Interval: interval,
 		NextPoll: time.Now().Add(da.Interval),
 	}); err != nil {
 		return nil, err

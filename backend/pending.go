@@ -31,6 +31,7 @@ type pendingAuth struct {
 	GrantID     string    `json:"grant_id"`
 	Provider    string    `json:"provider"`
 	RedirectURI string    `json:"redirect_uri,omitempty"`
+	Scopes      []string  `json:"scopes,omitempty"`
 	Secret      *sealed   `json:"secret"` // code verifier, or device code
 	ExpiresAt   time.Time `json:"expires_at"`
 	Interval    int64     `json:"interval,omitempty"` // seconds, device flow
@@ -67,9 +68,10 @@ func (b *backend) startPending(ctx context.Context, s logical.Storage, cfg *conf
 	if len(keys) >= cfg.MaxPendingAuthorizations {
 		return logical.CodedError(429, fmt.Sprintf("%d authorizations are pending (max_pending_authorizations); try again later", len(keys)))
 	}
-	if creating {
-		g.Status = statusPending
+	if !creating {
+		return nil // untouched until the flow completes
 	}
+	g.Status = statusPending
 	return b.putGrant(ctx, s, g)
 }
 
@@ -94,8 +96,11 @@ func (b *backend) completeGrant(ctx context.Context, s logical.Storage, p *pendi
 	if g.RefreshToken, err = kr.seal(tok.RefreshToken, g.aad()); err != nil {
 		return nil, err
 	}
-	if tok.ScopeReturned {
+	switch {
+	case tok.ScopeReturned:
 		g.Scopes = normalizeScopes(tok.Scopes)
+	case len(p.Scopes) > 0:
+		g.Scopes = p.Scopes
 	}
 	g.Status, g.LastError = statusActive, ""
 	if err := b.schedule(ctx, s, g); err != nil {

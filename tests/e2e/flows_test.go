@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/cookiejar"
@@ -64,6 +65,23 @@ func TestAuthorizeAndCallback(t *testing.T) {
 	}
 	if status, _ := get(t, callback+"?state=forged&code=x"); status != http.StatusBadRequest {
 		t.Fatalf("forged state: HTTP %d", status)
+	}
+
+	// Re-authorizing a working grant (wider scopes) leaves it as it is
+	// until the new authorization completes.
+	out = v.MustCLI(t, "write", "-format=json", "oauth/grants/web/authorize", "scopes=offline_access,api:read,api:write")
+	if err := json.Unmarshal([]byte(out), &started); err != nil {
+		t.Fatal(err)
+	}
+	if g := grantData(t, v, "web"); g["status"] != "active" || strings.Contains(fmt.Sprint(g["scopes"]), "api:write") {
+		t.Fatalf("grant during re-authorization = %v", g)
+	}
+	back = followAuthorization(t, started.Data.AuthorizationURL, callback)
+	if status, body := get(t, back.String()); status != http.StatusOK {
+		t.Fatalf("callback: HTTP %d %s", status, body)
+	}
+	if g := grantData(t, v, "web"); g["status"] != "active" || !strings.Contains(fmt.Sprint(g["scopes"]), "api:write") {
+		t.Fatalf("grant after re-authorization = %v", g)
 	}
 }
 
