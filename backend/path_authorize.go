@@ -39,7 +39,7 @@ func pathGrantFlows(b *backend) []*framework.Path {
 			DisplayAttrs: &framework.DisplayAttributes{OperationPrefix: operationPrefix, OperationVerb: "authorize", OperationSuffix: "grant"},
 			Fields:       flowFields(),
 			Operations: map[logical.Operation]framework.OperationHandler{
-				logical.UpdateOperation: forwarded(b.pathGrantAuthorize),
+				logical.UpdateOperation: forwarded(b.flowHandler(b.startAuthorization)),
 			},
 			HelpSynopsis:    "Start an authorization-code flow (PKCE S256) for a grant.",
 			HelpDescription: authorizeHelp,
@@ -49,7 +49,7 @@ func pathGrantFlows(b *backend) []*framework.Path {
 			DisplayAttrs: &framework.DisplayAttributes{OperationPrefix: operationPrefix, OperationVerb: "authorize", OperationSuffix: "grant-device"},
 			Fields:       flowFields(),
 			Operations: map[logical.Operation]framework.OperationHandler{
-				logical.UpdateOperation: forwarded(b.pathGrantDevice),
+				logical.UpdateOperation: forwarded(b.flowHandler(b.startDeviceFlow)),
 			},
 			HelpSynopsis:    "Start a device authorization flow (RFC 8628) for a grant.",
 			HelpDescription: authorizeHelp,
@@ -142,22 +142,42 @@ func randomState() string {
 	return base64.RawURLEncoding.EncodeToString(buf)
 }
 
-func (b *backend) pathGrantAuthorize(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
-	cfg, err := b.mountConfig(ctx, req.Storage)
-	if err != nil {
-		return nil, err
+// flowHandler runs a flow's start with its grant locked and prepared.
+func (b *backend) flowHandler(start func(context.Context, *logical.Request, *configEntry, *flowGrant) (*logical.Response, error)) framework.OperationFunc {
+	return func(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+		cfg, err := b.mountConfig(ctx, req.Storage)
+		if err != nil {
+			return nil, err
+		}
+		ctx = detached(ctx)
+		unlock := b.grantLocks.Lock(d.Get("name").(string))
+		defer unlock()
+		fg, resp, err := b.prepareFlowGrant(ctx, req, d)
+		if resp != nil || err != nil {
+			return resp, err
+		}
+		return start(ctx, req, cfg, fg)
 	}
+}
+
+// storePending seals a flow's secret (code verifier or device code) into
+// its pending record and stores it.
+func (b *backend) storePending(ctx context.Context, s logical.Storage, key, secret string, p *pendingAuth) error {
+	kr, err := b.sealingKeys(ctx, s)
+	if err != nil {
+		return err
+	}
+	if p.Secret, err = kr.seal(secret, pendingAAD(key)); err != nil {
+		return err
+	}
+	return putJSON(ctx, s, pendingPrefix+key, p)
+}
+
+func (b *backend) startAuthorization(ctx context.Context, req *logical.Request, cfg *configEntry, fg *flowGrant) (*logical.Response, error) {
+	g, h := fg.grant, fg.provider
 	if cfg.RedirectURI == "" {
 		return logical.ErrorResponse("config redirect_uri is not set: write this mount's callback URL to config first"), nil
 	}
-	ctx = detached(ctx)
-	unlock := b.grantLocks.Lock(d.Get("name").(string))
-	defer unlock()
-	fg, resp, err := b.prepareFlowGrant(ctx, req, d)
-	if resp != nil || err != nil {
-		return resp, err
-	}
-	g, h := fg.grant, fg.provider
 	if h.client.Endpoints().Authorization == "" {
 		return logical.ErrorResponse("provider %q has no authorization_url", g.Provider), nil
 	}
@@ -165,19 +185,10 @@ func (b *backend) pathGrantAuthorize(ctx context.Context, req *logical.Request, 
 		return nil, err
 	}
 	state, verifier := randomState(), oauthclient.NewCodeVerifier()
-	key := pendingKeyForState(state)
-	kr, err := b.sealingKeys(ctx, req.Storage)
-	if err != nil {
-		return nil, err
-	}
-	sealedVerifier, err := kr.seal(verifier, pendingAAD(key))
-	if err != nil {
-		return nil, err
-	}
 	expires := time.Now().Add(authorizationLifetime).UTC()
-	if err := putJSON(ctx, req.Storage, pendingPrefix+key, &pendingAuth{
+	if err := b.storePending(ctx, req.Storage, pendingKeyForState(state), verifier, &pendingAuth{
 		Kind: pendingCode, Grant: g.Name, GrantID: g.ID, Provider: g.Provider,
-		RedirectURI: cfg.RedirectURI, Scopes: fg.scopes, Secret: sealedVerifier, ExpiresAt: expires,
+		RedirectURI: cfg.RedirectURI, Scopes: fg.scopes, ExpiresAt: expires,
 	}); err != nil {
 		return nil, err
 	}
@@ -188,18 +199,7 @@ func (b *backend) pathGrantAuthorize(ctx context.Context, req *logical.Request, 
 	}}, nil
 }
 
-func (b *backend) pathGrantDevice(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
-	cfg, err := b.mountConfig(ctx, req.Storage)
-	if err != nil {
-		return nil, err
-	}
-	ctx = detached(ctx)
-	unlock := b.grantLocks.Lock(d.Get("name").(string))
-	defer unlock()
-	fg, resp, err := b.prepareFlowGrant(ctx, req, d)
-	if resp != nil || err != nil {
-		return resp, err
-	}
+func (b *backend) startDeviceFlow(ctx context.Context, req *logical.Request, cfg *configEntry, fg *flowGrant) (*logical.Response, error) {
 	g, h := fg.grant, fg.provider
 	if h.client.Endpoints().DeviceAuthorization == "" {
 		return logical.ErrorResponse("provider %q has no device_authorization_url", g.Provider), nil
@@ -214,19 +214,10 @@ func (b *backend) pathGrantDevice(ctx context.Context, req *logical.Request, d *
 	if err := b.startPending(ctx, req.Storage, cfg, g, fg.creating); err != nil {
 		return nil, err
 	}
-	key := pendingKeyForDevice(g.Name)
-	kr, err := b.sealingKeys(ctx, req.Storage)
-	if err != nil {
-		return nil, err
-	}
-	sealedCode, err := kr.seal(da.DeviceCode, pendingAAD(key))
-	if err != nil {
-		return nil, err
-	}
 	interval := int64(da.Interval / time.Second)
-	if err := putJSON(ctx, req.Storage, pendingPrefix+key, &pendingAuth{
+	if err := b.storePending(ctx, req.Storage, pendingKeyForDevice(g.Name), da.DeviceCode, &pendingAuth{
 		Kind: pendingDevice, Grant: g.Name, GrantID: g.ID, Provider: g.Provider,
-		Scopes: fg.scopes, Secret: sealedCode, ExpiresAt: da.Expiry.UTC(), Interval: interval,
+		Scopes: fg.scopes, ExpiresAt: da.Expiry.UTC(), Interval: interval,
 		NextPoll: time.Now().Add(da.Interval),
 	}); err != nil {
 		return nil, err
