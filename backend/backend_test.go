@@ -598,3 +598,25 @@ func eventuallyTrue(t *testing.T, cond func() bool) {
 		}
 	}
 }
+
+func TestCallbackMapsARejectedCodeTo400(t *testing.T) {
+	env := newTestEnv(t)
+	env.mustWrite("config", map[string]any{"redirect_uri": "http://127.0.0.1:8200/v1/oauth/callback"})
+	env.mustWrite("providers/up", map[string]any{"authorization_url": env.up.URL + "/authorize"})
+	resp := env.mustWrite("grants/web/authorize", map[string]any{"provider": "up", "scopes": "read"})
+	state := resp.Data["state"].(string)
+	if g := env.grant("web"); g["status"] != statusPending {
+		t.Fatalf("grant = %v", g)
+	}
+	_, err := env.do(logical.ReadOperation, "callback", map[string]any{"state": state, "code": "not-a-code"})
+	if statusOf(err) != http.StatusBadRequest || !strings.Contains(err.Error(), "invalid_grant") {
+		t.Fatalf("rejected code: %v", err)
+	}
+	if g := env.grant("web"); g["status"] != statusInvalid || g["last_error"] == "" {
+		t.Fatalf("grant after a failed flow = %v", g)
+	}
+	// The state was used up by the failed attempt.
+	if resp, err := env.do(logical.ReadOperation, "callback", map[string]any{"state": state, "code": "x"}); err == nil && !resp.IsError() {
+		t.Fatal("state accepted twice")
+	}
+}

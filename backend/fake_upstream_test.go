@@ -114,6 +114,9 @@ func (f *fakeUpstream) token(w http.ResponseWriter, r *http.Request) {
 		}
 	case "client_credentials":
 		grant, scopes = fmt.Sprintf("cc%d", f.seq), r.PostForm.Get("scope")
+	case "authorization_code":
+		oauthError(w, 400, "invalid_grant") // this fake issues no codes
+		return
 	default:
 		oauthError(w, 400, "unsupported_grant_type")
 		return

@@ -287,6 +287,11 @@ func (b *backend) pathCallback(ctx context.Context, req *logical.Request, d *fra
 	tok, err := h.client.ExchangeCode(ctx, code, p.RedirectURI, verifier)
 	if err != nil {
 		mapped := upstreamError(p.Provider, err, nil)
+		if oauthclient.HasCode(err, oauthclient.ErrCodeInvalidGrant) {
+			// A bad or used code is the user's flow failing, not upstream trouble.
+			mapped = logical.CodedError(http.StatusBadRequest, fmt.Sprintf(
+				"code: provider %q rejected the authorization code (invalid_grant); start the authorization again", p.Provider))
+		}
 		b.failPendingByName(ctx, req.Storage, p, mapped.Error())
 		return nil, mapped
 	}
