@@ -8,7 +8,8 @@
 #   in repo: .tools/vault-<ver>/vault  (symlink to the cache; ignored by git)
 #
 # The last line printed is always the path of the binary to use.
-# A cold build takes ~6 minutes on 2 cores; later runs reuse the cache.
+# A cold build takes 11-16 minutes on 2 cores (about 1,300 s of CPU); later
+# runs reuse the cache.
 set -euo pipefail
 
 VAULT_VERSION=1.21.0
@@ -84,7 +85,7 @@ tmp="$cache_dir/.vault.tmp.$$"
 rm -f "$cache_dir"/.vault.tmp.* "$cache_bin"
 trap 'rm -f "$tmp"' EXIT
 trap 'rm -f "$tmp"; exit 130' INT TERM
-log "building vault $VAULT_VERSION from the Go module proxy (~6 min on 2 cores)..."
+log "building vault $VAULT_VERSION from the Go module proxy (11-16 min on 2 cores)..."
 start=$(date +%s)
 (
 	cd "$root/scripts/vault-tools"
