@@ -620,3 +620,25 @@ func TestCallbackMapsARejectedCodeTo400(t *testing.T) {
 		t.Fatal("state accepted twice")
 	}
 }
+
+func TestMaxPendingAuthorizations(t *testing.T) {
+	env := newTestEnv(t)
+	env.mustWrite("config", map[string]any{"redirect_uri": "http://127.0.0.1:8200/v1/oauth/callback", "max_pending_authorizations": 2})
+	env.mustWrite("providers/up", map[string]any{"authorization_url": env.up.URL + "/authorize"})
+	for _, name := range []string{"a", "b"} {
+		env.mustWrite("grants/"+name+"/authorize", map[string]any{"provider": "up"})
+	}
+	_, err := env.do(logical.UpdateOperation, "grants/c/authorize", map[string]any{"provider": "up"})
+	if statusOf(err) != http.StatusTooManyRequests || !strings.Contains(err.Error(), "max_pending_authorizations") {
+		t.Fatalf("third pending authorization: %v", err)
+	}
+	if resp, _ := env.do(logical.ReadOperation, "grants/c", nil); resp != nil {
+		t.Fatalf("a refused authorization left a grant behind: %v", resp.Data)
+	}
+	// A missing redirect_uri is named.
+	env.mustWrite("config", map[string]any{"redirect_uri": ""})
+	resp, err := env.do(logical.UpdateOperation, "grants/d/authorize", map[string]any{"provider": "up"})
+	if err != nil || !resp.IsError() || !strings.Contains(resp.Error().Error(), "redirect_uri") {
+		t.Fatalf("authorize without redirect_uri: %v %v", err, resp)
+	}
+}

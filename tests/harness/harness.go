@@ -442,3 +442,26 @@ func RunTests(m *testing.M) int {
 	}
 	return m.Run()
 }
+
+// freePortPair returns a free port whose successor is free too: a dev-mode
+// Vault listens on its port and runs its cluster listener on the next one.
+func freePortPair(t testing.TB) int {
+	t.Helper()
+	for i := 0; i < 50; i++ {
+		port := FreePort(t)
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port+1))
+		if err != nil {
+			continue
+		}
+		l.Close()
+		portsMu.Lock()
+		taken := portsUsed[port+1]
+		portsUsed[port+1] = true
+		portsMu.Unlock()
+		if !taken {
+			return port
+		}
+	}
+	t.Fatalf("freePortPair: no two adjacent free ports found")
+	return 0
+}

@@ -72,7 +72,7 @@ func StartVaultWith(t testing.TB, opts VaultOptions) *Vault {
 		logLevel = "trace"
 	}
 	dir := t.TempDir()
-	port := FreePort(t)
+	port := freePortPair(t)
 	v := &Vault{
 		Addr:         fmt.Sprintf("http://127.0.0.1:%d", port),
 		Token:        "root-" + RandomHex(t, 12),
