@@ -642,3 +642,38 @@ func TestMaxPendingAuthorizations(t *testing.T) {
 		t.Fatalf("authorize without redirect_uri: %v %v", err, resp)
 	}
 }
+
+func TestTokenExchangeRole(t *testing.T) {
+	env := newTestEnv(t)
+	env.mustWrite("grants/g", map[string]any{"provider": "up", "refresh_token": env.up.mint("read write"), "scopes": "read,write"})
+	env.mustWrite("roles/x", map[string]any{"grant_type": "token_exchange", "grant": "g", "scopes": "read", "audience": "https://api.example.com"})
+	resp, err := env.creds("x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	token := resp.Data["access_token"].(string)
+	if resp.Data["revocation"] != revocationOnLeaseEnd || fmt.Sprint(resp.Data["scopes"]) != "[read]" || !env.up.isActive(token) {
+		t.Fatalf("creds = %v", resp.Data)
+	}
+	if g := env.grant("g"); g["active_leases"].(int64) != 1 {
+		t.Fatalf("grant = %v", g)
+	}
+	if err := env.revoke(resp); err != nil {
+		t.Fatal(err)
+	}
+	if env.up.isActive(token) || !env.up.grantAlive("g1") {
+		t.Fatal("lease end must revoke the exchanged token and leave the grant")
+	}
+	if g := env.grant("g"); g["active_leases"].(int64) != 0 {
+		t.Fatalf("grant = %v", g)
+	}
+	// A role needs a grant, and cannot widen it.
+	for _, data := range []map[string]any{
+		{"grant_type": "token_exchange"},
+		{"grant_type": "token_exchange", "grant": "g", "scopes": "admin"},
+	} {
+		if resp, err := env.do(logical.CreateOperation, "roles/bad", data); err == nil && !resp.IsError() {
+			t.Fatalf("role %v accepted", data)
+		}
+	}
+}

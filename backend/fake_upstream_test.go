@@ -114,6 +114,18 @@ func (f *fakeUpstream) token(w http.ResponseWriter, r *http.Request) {
 		}
 	case "client_credentials":
 		grant, scopes = fmt.Sprintf("cc%d", f.seq), r.PostForm.Get("scope")
+	case "urn:ietf:params:oauth:grant-type:token-exchange":
+		subject, ok := f.access[r.PostForm.Get("subject_token")]
+		if !ok || !subject.active {
+			oauthError(w, 400, "invalid_grant")
+			return
+		}
+		// The new token is the client's own: revoking it leaves the grant.
+		grant, scopes = fmt.Sprintf("x%d", f.seq), subject.scopes
+		if s := r.PostForm.Get("scope"); s != "" {
+			scopes = s
+		}
+		resp["issued_token_type"] = "urn:ietf:params:oauth:token-type:access_token"
 	case "authorization_code":
 		oauthError(w, 400, "invalid_grant") // this fake issues no codes
 		return

@@ -101,6 +101,8 @@ func (b *backend) issue(ctx context.Context, s logical.Storage, role *roleEntry)
 		return b.issueFromGrant(ctx, s, role)
 	case grantTypeClientCredentials:
 		return b.issueClientCredentials(ctx, s, role)
+	case grantTypeTokenExchange:
+		return b.issueTokenExchange(ctx, s, role)
 	default:
 		return nil, logical.CodedError(http.StatusBadRequest, fmt.Sprintf("role %q: grant_type %q is not supported", role.Name, role.GrantType))
 	}
@@ -151,6 +153,58 @@ func (b *backend) issueClientCredentials(ctx context.Context, s logical.Storage,
 		it.revocation = revocationOnLeaseEnd
 	}
 	return it, nil
+}
+
+// issueTokenExchange refreshes the grant for a subject token and trades it
+// (RFC 8693) for a token with the role's scopes, audience and resource. The
+// new token belongs to the lease alone, so it is revoked at lease end where
+// the provider can revoke; the subject token is revoked at once where that
+// does not kill the grant, and otherwise expires unused.
+func (b *backend) issueTokenExchange(ctx context.Context, s logical.Storage, role *roleEntry) (*issuedToken, error) {
+	r, err := b.refreshGrant(ctx, s, role.Grant, refreshRequest{countLease: !role.TokenReuse})
+	if err != nil {
+		return nil, err
+	}
+	h := r.provider
+	defer func() {
+		if h.entry.canRevoke(true) {
+			if err := h.client.Revoke(detached(ctx), r.token.AccessToken, oauthclient.HintAccessToken); err != nil {
+				b.logger.Debug("revoking the exchanged subject token failed", "grant", role.Grant, "error", err)
+			}
+		}
+	}()
+	tok, err := h.client.Exchange(ctx, r.token.AccessToken, oauthclient.TokenTypeAccessToken, role.tokenOptions())
+	if err == nil {
+		var warnings []string
+		if warnings, err = checkScopes(role, tok); err == nil {
+			it := &issuedToken{token: tok, provider: r.grant.Provider, grant: r.grant, warnings: warnings, revocation: revocationExpiryOnly}
+			if h.entry.canRevoke(false) {
+				it.revocation = revocationOnLeaseEnd
+			}
+			return it, nil
+		}
+		if rerr := h.client.Revoke(detached(ctx), tok.AccessToken, oauthclient.HintAccessToken); rerr != nil {
+			b.logger.Warn("revoking refused token failed", "role", role.Name, "error", rerr)
+		}
+		b.releaseLeaseCount(ctx, s, r.grant, role)
+		return nil, err
+	}
+	// The lease was counted with the refresh; it will not exist.
+	b.releaseLeaseCount(ctx, s, r.grant, role)
+	b.logger.Warn("token exchange failed", "role", role.Name, "provider", r.grant.Provider, "error", err)
+	// The grant itself is fine: an exchange error never invalidates it.
+	return nil, upstreamError(r.grant.Provider, err, role.Scopes)
+}
+
+// releaseLeaseCount undoes the lease count of a refresh whose token did not
+// become a lease.
+func (b *backend) releaseLeaseCount(ctx context.Context, s logical.Storage, g *grantEntry, role *roleEntry) {
+	if role.TokenReuse {
+		return
+	}
+	if err := b.releaseGrantLease(detached(ctx), s, &leaseData{Grant: g.Name, GrantID: g.ID}); err != nil {
+		b.logger.Warn("releasing lease count failed", "grant", g.Name, "error", err)
+	}
 }
 
 // checkScopes compares what the upstream granted with what the role asked.

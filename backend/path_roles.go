@@ -236,12 +236,12 @@ func (b *backend) pathRoleWrite(ctx context.Context, req *logical.Request, d *fr
 
 	var warnings []string
 	switch r.GrantType {
-	case grantTypeRefreshToken:
+	case grantTypeRefreshToken, grantTypeTokenExchange:
 		if r.Grant == "" {
-			return logical.ErrorResponse("grant is required for grant_type refresh_token"), nil
+			return logical.ErrorResponse("grant is required for grant_type %s", r.GrantType), nil
 		}
 		if r.Provider != "" {
-			return logical.ErrorResponse("provider is taken from the grant; leave it empty for grant_type refresh_token"), nil
+			return logical.ErrorResponse("provider is taken from the grant; leave it empty for grant_type %s", r.GrantType), nil
 		}
 		g, err := getGrant(ctx, req.Storage, r.Grant)
 		if err != nil {
@@ -272,8 +272,6 @@ func (b *backend) pathRoleWrite(ctx context.Context, req *logical.Request, d *fr
 		if p == nil {
 			return logical.ErrorResponse("provider: provider %q does not exist", r.Provider), nil
 		}
-	case grantTypeTokenExchange:
-		return logical.ErrorResponse("grant_type: token_exchange is not available in this version"), nil
 	}
 
 	if err := putJSON(ctx, req.Storage, rolePrefix+name, r); err != nil {
@@ -340,7 +338,9 @@ func checkResourceIndicator(res string) error {
 const rolesHelp = `
 A role says what creds/NAME issues. grant_type refresh_token (default)
 refreshes a grant, optionally narrowing its scopes; client_credentials asks
-the provider for a token of the client itself, one per lease. ttl and max_ttl
+the provider for a token of the client itself, one per lease; token_exchange
+trades the grant's token (RFC 8693) for one with the role's scopes, audience
+and resource, owned by the lease. ttl and max_ttl
 bound leases, never beyond the upstream token's own expiry. token_reuse hands
 one still-valid token to several leases (never with less than min_remaining
 left) and revokes it when the last of them ends. verify_on_renew introspects

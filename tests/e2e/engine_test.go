@@ -543,3 +543,35 @@ func TestLifecycleKeepAliveAndMaxAge(t *testing.T) {
 		t.Fatalf("tidy/status = %s", status)
 	}
 }
+
+// TestTokenExchangeRole: a token_exchange role trades the grant's token for
+// one with the role's scopes and audience (RFC 8693); the lease owns it, so
+// lease end revokes it, and the grant lives on.
+func TestTokenExchangeRole(t *testing.T) {
+	e := startEngine(t, harness.UpstreamOptions{})
+	e.importGrant(t, "agent", "api:read api:write")
+	e.v.MustCLI(t, "write", "oauth/roles/agent-read", "grant_type=token_exchange", "grant=agent",
+		"scopes=api:read", "audience=https://api.example.com")
+
+	c := e.cliCreds(t, "agent-read")
+	token := c["access_token"].(string)
+	if c["revocation"] != "on_lease_end" || c["grant"] != "agent" {
+		t.Fatalf("creds = %v", c)
+	}
+	if info := e.up.Introspect(t, token); info["active"] != true || info["scope"] != "api:read" {
+		t.Fatalf("exchanged token introspects as %v", info)
+	}
+	if n := e.up.Stats(t).TokenRequests["urn:ietf:params:oauth:grant-type:token-exchange"]; n != 1 {
+		t.Fatalf("upstream saw %d token exchanges", n)
+	}
+	e.v.MustCLI(t, "lease", "revoke", "-sync", c["lease_id"].(string))
+	if info := e.up.Introspect(t, token); info["active"] != false {
+		t.Fatalf("exchanged token active after lease end: %v", info)
+	}
+	if next := e.cliCreds(t, "agent-read"); next["access_token"] == "" {
+		t.Fatal("grant stopped working after a token_exchange lease ended")
+	}
+	if g := e.grant(t, "agent"); g["status"] != "active" {
+		t.Fatalf("grant = %v", g)
+	}
+}

@@ -18,6 +18,8 @@ import { URL, URLSearchParams } from 'node:url';
 
 import Provider, { errors } from 'oidc-provider';
 
+const TOKEN_EXCHANGE_GRANT = 'urn:ietf:params:oauth:grant-type:token-exchange';
+
 // ---------------------------------------------------------------------------
 // Configuration from the environment
 // ---------------------------------------------------------------------------
@@ -340,7 +342,7 @@ ${body}
 const redirectClient = {
   redirect_uris: REDIRECT_URIS,
   response_types: ['code'],
-  grant_types: ['authorization_code', 'refresh_token', 'client_credentials', DEVICE_CODE_GRANT],
+  grant_types: ['authorization_code', 'refresh_token', 'client_credentials', DEVICE_CODE_GRANT, TOKEN_EXCHANGE_GRANT],
 };
 
 const clients = [
@@ -509,6 +511,32 @@ ${form}
 };
 
 const provider = new Provider(ISSUER, configuration);
+
+// RFC 8693 token exchange, which node-oidc-provider does not ship: an
+// active access token (the subject) is traded for a new token of the
+// calling client with the same or fewer scopes. The new token is a
+// client-owned one, not tied to the subject's grant, so revoking it does not
+// cascade to the grant (unlike revoking the subject itself).
+const ACCESS_TOKEN_TYPE = 'urn:ietf:params:oauth:token-type:access_token';
+provider.registerGrantType(TOKEN_EXCHANGE_GRANT, async (ctx) => {
+  const { subject_token: subjectToken, subject_token_type: subjectType, scope, audience } = ctx.oidc.params;
+  if (!subjectToken) throw new errors.InvalidRequest('subject_token is required');
+  if (subjectType !== ACCESS_TOKEN_TYPE) throw new errors.InvalidRequest('unsupported subject_token_type');
+  const subject = await provider.AccessToken.find(subjectToken);
+  if (!subject || subject.isExpired) throw new errors.InvalidGrant('subject_token is not an active access token');
+  const held = new Set((subject.scope || '').split(' ').filter(Boolean));
+  const wanted = scope ? scope.split(' ').filter(Boolean) : [...held];
+  if (wanted.some((s) => !held.has(s))) throw new errors.InvalidScope('scope exceeds the subject token', scope);
+  const token = new provider.ClientCredentials({ client: ctx.oidc.client, scope: wanted.join(' ') });
+  if (audience) token.aud = audience;
+  ctx.body = {
+    access_token: await token.save(),
+    issued_token_type: ACCESS_TOKEN_TYPE,
+    token_type: 'Bearer',
+    expires_in: token.expiration,
+    scope: token.scope,
+  };
+}, ['subject_token', 'subject_token_type', 'requested_token_type', 'scope', 'audience', 'actor_token', 'actor_token_type']);
 
 provider.on('server_error', (ctx, err) => {
   process.stderr.write(`upstream: server_error ${ctx?.method} ${ctx?.path}: ${err?.stack || err}\n`);
