@@ -29,9 +29,7 @@ const (
 	revokingPrefix   = "revoking/"
 	outstandingPfx   = "tokens/"
 	sharedTokenPfx   = "reuse/"
-	tidyStatusPath   = "tidy/status"
 	operationPrefix  = "oauth"
-	pluginMountType  = "vault-plugin-secrets-oauth"
 	secretTypeAccess = "access_token"
 )
 
@@ -143,6 +141,12 @@ func (b *backend) invalidate(_ context.Context, key string) {
 		delete(b.shared, strings.TrimPrefix(key, sharedTokenPfx))
 		b.cacheMu.Unlock()
 	}
+}
+
+// forwarded is an operation that performance standbys and secondaries hand
+// to the node that may write: everything that calls upstream and stores.
+func forwarded(cb framework.OperationFunc) *framework.PathOperation {
+	return &framework.PathOperation{Callback: cb, ForwardPerformanceStandby: true, ForwardPerformanceSecondary: true}
 }
 
 // writesAllowed reports whether this node may write shared storage, i.e.

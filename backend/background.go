@@ -173,7 +173,9 @@ func (w *backgroundWorker) retryRevocation(ctx context.Context, s logical.Storag
 	if err != nil {
 		return time.Time{}, false, err
 	}
-	if g == nil || (g.Status != statusRevoking && g.Status != statusExpired) || g.RefreshToken.isZero() && !g.EraseAfterRevoke {
+	nothingLeft := g == nil || (g.Status != statusRevoking && g.Status != statusExpired) ||
+		(g.RefreshToken.isZero() && !g.EraseAfterRevoke)
+	if nothingLeft {
 		return time.Time{}, false, s.Delete(ctx, revokingPrefix+name)
 	}
 	if _, err := b.revokeGrantUpstream(ctx, s, g); err != nil {

@@ -30,9 +30,6 @@ func flowFields() map[string]*framework.FieldSchema {
 }
 
 func pathGrantFlows(b *backend) []*framework.Path {
-	forwarded := func(cb framework.OperationFunc) *framework.PathOperation {
-		return &framework.PathOperation{Callback: cb, ForwardPerformanceStandby: true, ForwardPerformanceSecondary: true}
-	}
 	return []*framework.Path{
 		{
 			Pattern:      "grants/" + framework.GenericNameRegex("name") + "/authorize$",

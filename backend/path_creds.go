@@ -31,11 +31,7 @@ func pathCreds(b *backend) *framework.Path {
 			"name": {Type: framework.TypeLowerCaseString, Description: "Name of the role.", Required: true},
 		},
 		Operations: map[logical.Operation]framework.OperationHandler{
-			logical.ReadOperation: &framework.PathOperation{
-				Callback:                    b.pathCredsRead,
-				ForwardPerformanceStandby:   true,
-				ForwardPerformanceSecondary: true,
-			},
+			logical.ReadOperation: forwarded(b.pathCredsRead),
 		},
 		HelpSynopsis:    "Issue a leased upstream access token.",
 		HelpDescription: credsHelp,

@@ -56,22 +56,10 @@ func pathGrants(b *backend) []*framework.Path {
 			},
 			ExistenceCheck: b.grantExists,
 			Operations: map[logical.Operation]framework.OperationHandler{
-				logical.CreateOperation: &framework.PathOperation{
-					Callback:                    b.pathGrantWrite,
-					ForwardPerformanceStandby:   true,
-					ForwardPerformanceSecondary: true,
-				},
-				logical.UpdateOperation: &framework.PathOperation{
-					Callback:                    b.pathGrantWrite,
-					ForwardPerformanceStandby:   true,
-					ForwardPerformanceSecondary: true,
-				},
-				logical.ReadOperation: &framework.PathOperation{Callback: b.pathGrantRead},
-				logical.DeleteOperation: &framework.PathOperation{
-					Callback:                    b.pathGrantDelete,
-					ForwardPerformanceStandby:   true,
-					ForwardPerformanceSecondary: true,
-				},
+				logical.CreateOperation: forwarded(b.pathGrantWrite),
+				logical.UpdateOperation: forwarded(b.pathGrantWrite),
+				logical.ReadOperation:   &framework.PathOperation{Callback: b.pathGrantRead},
+				logical.DeleteOperation: forwarded(b.pathGrantDelete),
 			},
 			HelpSynopsis:    "One upstream grant: a sealed refresh token and its lifecycle.",
 			HelpDescription: grantsHelp,

@@ -21,11 +21,7 @@ func pathKeysRotate(b *backend) *framework.Path {
 			OperationSuffix: "sealing-key",
 		},
 		Operations: map[logical.Operation]framework.OperationHandler{
-			logical.UpdateOperation: &framework.PathOperation{
-				Callback:                    b.pathKeysRotate,
-				ForwardPerformanceStandby:   true,
-				ForwardPerformanceSecondary: true,
-			},
+			logical.UpdateOperation: forwarded(b.pathKeysRotate),
 		},
 		HelpSynopsis:    "Rotate the key that seals refresh tokens and re-seal everything.",
 		HelpDescription: keysRotateHelp,
@@ -52,7 +48,7 @@ func (b *backend) pathKeysRotate(ctx context.Context, req *logical.Request, _ *f
 	if err != nil {
 		return nil, err
 	}
-	kr := &keyring{Keys: maps.Clone(old.Keys), RotatedAt: time.Now().UTC()}
+	kr := &keyring{Keys: maps.Clone(old.Keys)}
 	for v := range kr.Keys {
 		kr.Current = max(kr.Current, v)
 	}
@@ -69,7 +65,7 @@ func (b *backend) pathKeysRotate(ctx context.Context, req *logical.Request, _ *f
 	if err := b.resealAll(ctx, s, kr, &n); err != nil {
 		return nil, fmt.Errorf("re-sealing under key version %d stopped (run keys/rotate again to finish): %w", kr.Current, err)
 	}
-	final := &keyring{Current: kr.Current, Keys: map[int][]byte{kr.Current: key}, RotatedAt: kr.RotatedAt}
+	final := &keyring{Current: kr.Current, Keys: map[int][]byte{kr.Current: key}}
 	if err := putJSON(ctx, s, keyringPath, final); err != nil {
 		return nil, err
 	}

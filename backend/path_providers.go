@@ -171,18 +171,9 @@ func pathProviders(b *backend) []*framework.Path {
 			Fields:         fields,
 			ExistenceCheck: b.providerExists,
 			Operations: map[logical.Operation]framework.OperationHandler{
-				// Writes run discovery upstream before storing: forward them
-				// rather than fail late on a read-only node.
-				logical.CreateOperation: &framework.PathOperation{
-					Callback:                    b.pathProviderWrite,
-					ForwardPerformanceStandby:   true,
-					ForwardPerformanceSecondary: true,
-				},
-				logical.UpdateOperation: &framework.PathOperation{
-					Callback:                    b.pathProviderWrite,
-					ForwardPerformanceStandby:   true,
-					ForwardPerformanceSecondary: true,
-				},
+				// Writes run discovery upstream before storing.
+				logical.CreateOperation: forwarded(b.pathProviderWrite),
+				logical.UpdateOperation: forwarded(b.pathProviderWrite),
 				logical.ReadOperation:   &framework.PathOperation{Callback: b.pathProviderRead},
 				logical.DeleteOperation: &framework.PathOperation{Callback: b.pathProviderDelete},
 			},

@@ -16,11 +16,7 @@ func pathTidy(b *backend) []*framework.Path {
 				OperationVerb:   "tidy",
 			},
 			Operations: map[logical.Operation]framework.OperationHandler{
-				logical.UpdateOperation: &framework.PathOperation{
-					Callback:                    b.pathTidyWrite,
-					ForwardPerformanceStandby:   true,
-					ForwardPerformanceSecondary: true,
-				},
+				logical.UpdateOperation: forwarded(b.pathTidyWrite),
 			},
 			HelpSynopsis:    "Run the lifecycle sweep now.",
 			HelpDescription: tidyHelp,

@@ -7,7 +7,6 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/hashicorp/vault/sdk/logical"
 )
@@ -18,8 +17,6 @@ import (
 type keyring struct {
 	Current int            `json:"current"`
 	Keys    map[int][]byte `json:"keys"`
-	// RotatedAt is when Current was created.
-	RotatedAt time.Time `json:"rotated_at"`
 }
 
 // sealed is a ciphertext with the key version that made it.
@@ -58,7 +55,7 @@ func (b *backend) sealingKeys(ctx context.Context, s logical.Storage) (*keyring,
 		if err != nil {
 			return nil, err
 		}
-		kr = &keyring{Current: 1, Keys: map[int][]byte{1: key}, RotatedAt: time.Now().UTC()}
+		kr = &keyring{Current: 1, Keys: map[int][]byte{1: key}}
 		if err := putJSON(ctx, s, keyringPath, kr); err != nil {
 			return nil, fmt.Errorf("storing sealing keys: %w", err)
 		}
