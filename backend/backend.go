@@ -7,6 +7,7 @@ import (
 	"context"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/vault/sdk/framework"
@@ -18,17 +19,7 @@ import (
 // -ldflags "-X .../backend.Version=v1.2.3".
 var Version = "v0.0.0-dev"
 
-// Storage prefixes. Everything that holds a sealed secret lives under a
-// seal-wrapped prefix.
 const (
-	configPath       = "config"
-	providerPrefix   = "providers/"
-	grantPrefix      = "grants/"
-	rolePrefix       = "roles/"
-	keyringPath      = "keys/seal"
-	revokingPrefix   = "revoking/"
-	outstandingPfx   = "tokens/"
-	sharedTokenPfx   = "reuse/"
 	operationPrefix  = "oauth"
 	secretTypeAccess = "access_token"
 )
@@ -43,17 +34,39 @@ func Factory(ctx context.Context, conf *logical.BackendConfig) (logical.Backend,
 }
 
 // backend holds only per-mount state: one plugin process serves many mounts.
+//
+// Lock order (never take an earlier one while holding a later one):
+//
+//	recordLocks (one record: a grant, provider, pending flow; the
+//	             grant's lock is held across its refresh's upstream call)
+//	sharedState.mu (one token_reuse role; held across a new token's issue)
+//	keysMu      (read: one seal-and-store; write: keys/rotate switching or
+//	             retiring keys, never across an upstream call)
+//	indexLocks  (one grant-index shard)
+//	cacheMu     (the in-memory caches; never held across I/O but the
+//	             one-time keyring load)
+//
+// No lock that unrelated requests need is held across an upstream call.
 type backend struct {
 	*framework.Backend
 	logger hclog.Logger
+	// now is the clock; tests replace it.
+	now func() time.Time
 
-	// grantLocks serialises refreshes of one grant: a rotating refresh
-	// token must never be redeemed twice.
-	grantLocks keyedMutex
-	indexLocks keyedMutex
+	// recordLocks serialise the writers of one stored record, keyed by
+	// its storage key. A grant's lock makes its refreshes one at a time:
+	// a rotating refresh token must never be redeemed twice.
+	recordLocks keyedMutex
+	indexLocks  keyedMutex
+
+	// keysMu is read-held by every seal-and-store (storeSealed) and
+	// write-held by keys/rotate only to switch or retire keys; rotating
+	// keeps rotations one at a time.
+	keysMu   sync.RWMutex
+	rotating sync.Mutex
 
 	// Caches of what the creds path reads. Every write through this
-	// backend updates them; Invalidate drops what other nodes change.
+	// backend updates them; dropCaches forgets what other nodes change.
 	cacheMu   sync.RWMutex
 	config    *configEntry
 	keyring   *keyring
@@ -61,16 +74,20 @@ type backend struct {
 	roles     map[string]*roleEntry
 	grants    map[string]*grantEntry // only grants of token_reuse roles
 	shared    map[string]*sharedState
+	// unsaved holds grants whose write failed after a refresh: their
+	// refresh token may have rotated, so they win over storage until the
+	// worker has stored them.
+	unsaved map[string]*grantEntry
 
-	// keysMu is held for writing while keys/rotate re-seals everything.
-	keysMu sync.RWMutex
-
+	inflight   inflight
 	background *backgroundWorker
 }
 
 func newBackend(conf *logical.BackendConfig) *backend {
 	b := &backend{
 		logger:    conf.Logger,
+		now:       time.Now,
+		unsaved:   make(map[string]*grantEntry),
 		providers: make(map[string]*providerHandle),
 		roles:     make(map[string]*roleEntry),
 		grants:    make(map[string]*grantEntry),
@@ -82,14 +99,7 @@ func newBackend(conf *logical.BackendConfig) *backend {
 		BackendType: logical.TypeLogical,
 		PathsSpecial: &logical.Paths{
 			Unauthenticated: []string{"callback"},
-			SealWrapStorage: []string{
-				pendingPrefix,
-				providerPrefix,
-				grantPrefix,
-				"keys/",
-				outstandingPfx,
-				sharedTokenPfx,
-			},
+			SealWrapStorage: b.sealWrapPaths(),
 		},
 		Paths: framework.PathAppend(
 			[]*framework.Path{pathConfig(b)},
@@ -114,32 +124,48 @@ func (b *backend) initialize(_ context.Context, req *logical.InitializationReque
 	return nil
 }
 
-func (b *backend) clean(context.Context) {
+// drainTimeout bounds how long Cleanup waits for refreshes in flight.
+const drainTimeout = 10 * time.Second
+
+// clean runs on step-down, seal, unmount and plugin reload: it lets the
+// refreshes under way store what they got, and tries once more to store
+// unsaved grants, before the process may go.
+func (b *backend) clean(ctx context.Context) {
+	if !b.inflight.drain(drainTimeout) {
+		b.logger.Error("refreshes still in flight after the drain timeout; their rotated tokens may be lost", "timeout", drainTimeout)
+	}
 	b.background.stop()
+	if n := len(b.unsavedGrantNames()); n > 0 {
+		b.logger.Error("grants could not be stored before shutdown; their refresh tokens may have rotated upstream", "grants", b.unsavedGrantNames())
+	}
 }
 
 // invalidate drops cached entries when another node (or a replicated write)
 // changes them.
 func (b *backend) invalidate(_ context.Context, key string) {
+	b.dropCaches(key)
+}
+
+// dropCaches forgets every cached copy of the record at storage key: the
+// one place a local write or another node's write invalidates caches.
+func (b *backend) dropCaches(key string) {
+	b.cacheMu.Lock()
+	defer b.cacheMu.Unlock()
 	switch {
 	case key == configPath:
-		b.cacheMu.Lock()
 		b.config = nil
-		b.cacheMu.Unlock()
+		// Provider clients carry the mount's timeout.
+		b.providers = make(map[string]*providerHandle)
 	case key == keyringPath:
-		b.cacheMu.Lock()
 		b.keyring = nil
-		b.cacheMu.Unlock()
 	case strings.HasPrefix(key, providerPrefix):
-		b.dropProvider(strings.TrimPrefix(key, providerPrefix))
+		delete(b.providers, strings.TrimPrefix(key, providerPrefix))
 	case strings.HasPrefix(key, rolePrefix):
-		b.dropRole(strings.TrimPrefix(key, rolePrefix))
+		delete(b.roles, strings.TrimPrefix(key, rolePrefix))
 	case strings.HasPrefix(key, grantPrefix):
-		b.dropGrant(strings.TrimPrefix(key, grantPrefix))
-	case strings.HasPrefix(key, sharedTokenPfx):
-		b.cacheMu.Lock()
-		delete(b.shared, strings.TrimPrefix(key, sharedTokenPfx))
-		b.cacheMu.Unlock()
+		delete(b.grants, strings.TrimPrefix(key, grantPrefix))
+	case strings.HasPrefix(key, sharedTokenPrefix):
+		delete(b.shared, strings.TrimPrefix(key, sharedTokenPrefix))
 	}
 }
 

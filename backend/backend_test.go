@@ -258,7 +258,7 @@ func TestClientCredentialsLeaseRevocation(t *testing.T) {
 	// Provider gone: no retry can help.
 	resp, _ = env.creds("cc")
 	env.mustWrite("providers/up", map[string]any{"revocation_url": ""})
-	env.b.dropProvider("up")
+	env.b.dropCaches(providerPath("up"))
 	if err := env.revoke(resp); !errors.Is(err, logical.ErrUnrecoverable) {
 		t.Fatalf("no revocation endpoint: %v", err)
 	}
@@ -337,7 +337,7 @@ func TestSealedRefreshTokenCannotMoveBetweenGrants(t *testing.T) {
 	a, _ := getGrant(ctx, env.storage, "a")
 	b, _ := getGrant(ctx, env.storage, "b")
 	b.RefreshToken = a.RefreshToken
-	if err := env.b.putGrant(ctx, env.storage, b); err != nil {
+	if err := env.b.storeGrant(ctx, env.storage, b); err != nil {
 		t.Fatal(err)
 	}
 	env.mustWrite("roles/r", map[string]any{"grant": "b"})
@@ -363,7 +363,7 @@ func TestKeysRotateReseals(t *testing.T) {
 	if len(kr.Keys) != 1 {
 		t.Fatalf("old key kept: %d keys", len(kr.Keys))
 	}
-	env.b.dropProvider("up")
+	env.b.dropCaches(providerPath("up"))
 	env.mustWrite("roles/r", map[string]any{"grant": "g3"})
 	if _, err := env.creds("r"); err != nil {
 		t.Fatalf("creds after rotation: %v", err)
@@ -488,7 +488,7 @@ func TestTokenReuseCountsEveryConcurrentLease(t *testing.T) {
 		}(i)
 	}
 	wg.Wait()
-	stored, err := loadShared(context.Background(), env.storage, "cc")
+	stored, err := getSharedTokens(context.Background(), env.storage, "cc")
 	if err != nil || len(stored.Tokens) != 1 || stored.Tokens[stored.Current].Leases != n {
 		t.Fatalf("stored shared tokens = %+v (%v), want one token with %d leases", stored, err, n)
 	}
@@ -504,7 +504,7 @@ func TestTokenReuseCountsEveryConcurrentLease(t *testing.T) {
 	if env.up.isActive(token) {
 		t.Fatal("token alive after the last lease")
 	}
-	if stored, _ := loadShared(context.Background(), env.storage, "cc"); len(stored.Tokens) != 0 {
+	if stored, _ := getSharedTokens(context.Background(), env.storage, "cc"); len(stored.Tokens) != 0 {
 		t.Fatalf("shared tokens left behind: %+v", stored)
 	}
 }

@@ -7,20 +7,19 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"net/url"
 	"time"
 
 	"github.com/hashicorp/vault/sdk/logical"
 )
 
-// Grant statuses.
+// Grant statuses. docs/lifecycle.md draws the transitions; the methods
+// below are the only code that changes a grant's status.
 const (
-	statusPending  = "pending"
-	statusActive   = "active"
-	statusInvalid  = "invalid"
-	statusExpired  = "expired"
-	statusRevoked  = "revoked"
-	statusRevoking = "revoking"
+	statusPending  = "pending"  // created by authorize/device; no token yet
+	statusActive   = "active"   // issues tokens
+	statusInvalid  = "invalid"  // upstream said invalid_grant, or a flow failed
+	statusExpired  = "expired"  // max_age / idle_timeout; refresh token revoked (or queued)
+	statusRevoking = "revoking" // deleted; waiting for the upstream revocation
 )
 
 // grantEntry is one upstream grant: the sealed refresh token and its
@@ -46,7 +45,7 @@ type grantEntry struct {
 	KeepAlive     time.Duration `json:"keep_alive,omitempty"`
 	OwnerEntityID string        `json:"owner_entity_id,omitempty"`
 	LastError     string        `json:"last_error,omitempty"`
-	// DueAt is when the due index next looks at this grant (lifecycle.go).
+	// DueAt is when the due index next looks at this grant (index.go).
 	DueAt time.Time `json:"due_at,omitempty"`
 	// Indexed is the status last written to the grant index.
 	Indexed string `json:"indexed,omitempty"`
@@ -54,9 +53,97 @@ type grantEntry struct {
 	// upstream the entry goes away. Without it (max_age, idle_timeout) the
 	// entry stays, marked expired, for the record.
 	EraseAfterRevoke bool `json:"erase_after_revoke,omitempty"`
+	// RefreshStartedAt is stored before a refresh calls upstream and
+	// cleared with its result: found set by the next refresh, it means a
+	// refresh died after sending the token (a crash), so the stored token
+	// may already have been rotated away upstream.
+	RefreshStartedAt time.Time `json:"refresh_started_at,omitempty"`
+	// Binding is the provider binding (provider.go) the refresh token was
+	// authorized under: the token is never sent anywhere else.
+	Binding string `json:"binding,omitempty"`
+	// PendingUntil is when a pending grant whose flow never completed is
+	// given up as invalid (the due index brings the sweep to it).
+	PendingUntil time.Time `json:"pending_until,omitempty"`
+
+	// newRefreshToken is a refresh token to seal when the grant is next
+	// stored (storeGrant): sealing and storing are one step that keys/rotate
+	// cannot split. Never stored in plain text.
+	newRefreshToken string
 }
 
 func (g *grantEntry) aad() string { return grantAAD(g.Name, g.ID) }
+
+// newGrant is a grant that has no token yet.
+func newGrant(name, provider, owner string, now time.Time) *grantEntry {
+	return &grantEntry{Name: name, ID: randomID(), Provider: provider, CreatedAt: now.UTC(), OwnerEntityID: owner}
+}
+
+// The named transitions.
+
+// activate gives the grant a new refresh token from an import or a
+// completed authorization: a new authorization starts the lifecycle clocks
+// again, so re-importing into an expired grant does not expire it at once.
+func (g *grantEntry) activate(refreshToken, binding string, now time.Time) {
+	g.newRefreshToken, g.Binding = refreshToken, binding
+	g.Status, g.LastError = statusActive, ""
+	g.CreatedAt, g.LastUsedAt, g.LastRefreshAt = now.UTC(), time.Time{}, time.Time{}
+	g.RefreshStartedAt, g.PendingUntil = time.Time{}, time.Time{}
+	g.EraseAfterRevoke = false
+}
+
+// markPending: a grant created by a flow that has not completed; past
+// until, the sweep gives it up.
+func (g *grantEntry) markPending(until time.Time) {
+	g.Status, g.PendingUntil = statusPending, until.UTC()
+}
+
+// markInvalid: the upstream refused the refresh token, or the flow that
+// was to create the grant failed. Re-authorization is needed.
+func (g *grantEntry) markInvalid(why string) {
+	g.Status, g.LastError = statusInvalid, why
+	g.RefreshStartedAt, g.PendingUntil = time.Time{}, time.Time{}
+}
+
+// failFlow records why an authorization failed: a grant that only existed
+// for the flow becomes invalid, a working grant is left as it was.
+func (g *grantEntry) failFlow(why string) {
+	if g.Status == statusPending {
+		g.markInvalid(why)
+		return
+	}
+	g.LastError = why
+}
+
+// expire: max_age or idle_timeout ran out; the refresh token is revoked
+// upstream by the queue (queueRevocation runs first).
+func (g *grantEntry) expire(why string) { g.Status, g.LastError = statusExpired, why }
+
+// startRevoking: the grant was deleted and waits for the upstream
+// revocation of its refresh token; it is erased once that succeeded.
+func (g *grantEntry) startRevoking() { g.Status, g.EraseAfterRevoke = statusRevoking, true }
+
+// revokedUpstream: the refresh token of an expired grant is revoked; the
+// entry stays for the record without it.
+func (g *grantEntry) revokedUpstream() { g.Status, g.RefreshToken = statusExpired, nil }
+
+// recordError keeps the last error without changing the status: only
+// invalid_grant may do that.
+func (g *grantEntry) recordError(msg string) { g.LastError = msg }
+
+// boundTo says whether the grant's token may be sent to provider p. A
+// grant stored before bindings existed is bound at its next use.
+func (g *grantEntry) boundTo(p *providerEntry) bool {
+	if g.Binding == "" {
+		g.Binding = p.binding()
+	}
+	return g.Binding == p.binding()
+}
+
+// unboundError is why a grant whose provider moved is refused.
+func unboundError(g *grantEntry) error {
+	return logical.CodedError(http.StatusBadRequest, fmt.Sprintf(
+		"grant %q: provider %q no longer has the endpoints this grant was authorized against, so its refresh token is not sent there; re-authorization is needed", g.Name, g.Provider))
+}
 
 // expiresAt is the end of the grant's absolute lifetime, zero if none.
 func (g *grantEntry) expiresAt() time.Time {
@@ -113,35 +200,111 @@ func (b *backend) unusableError(g *grantEntry, now time.Time) error {
 	return nil
 }
 
-func errNoGrant(name string) error {
-	return logical.CodedError(http.StatusBadRequest, fmt.Sprintf("grant %q does not exist", name))
+// noGrantError is a 400 for a grant that does not exist.
+type noGrantError struct{ name string }
+
+func (e *noGrantError) Error() string { return fmt.Sprintf("grant %q does not exist", e.name) }
+func (e *noGrantError) Code() int     { return http.StatusBadRequest }
+
+func errNoGrant(name string) error { return &noGrantError{name: name} }
+
+func isNoGrant(err error) bool {
+	var e *noGrantError
+	return errors.As(err, &e)
 }
 
-func getGrant(ctx context.Context, s logical.Storage, name string) (*grantEntry, error) {
-	g := &grantEntry{}
-	ok, err := getJSON(ctx, s, grantPrefix+name, g)
+// storeAnyway wraps a change's error when the change must still be stored
+// (a failed refresh records last_error, or marks the grant invalid).
+type storeAnyway struct{ err error }
+
+func (e *storeAnyway) Error() string { return e.err.Error() }
+func (e *storeAnyway) Unwrap() error { return e.err }
+
+func keepAndFail(err error) error { return &storeAnyway{err: err} }
+
+// lockGrant serialises everything that changes one grant; it is the
+// grant's record lock (see the lock order on backend).
+func (b *backend) lockGrant(name string) (unlock func()) {
+	return b.recordLocks.Lock(grantPath(name))
+}
+
+// updateGrant is the one way a stored grant changes: lock, load, change,
+// schedule, store. A change that returns an error leaves storage as it
+// was, unless the error is keepAndFail(err).
+func (b *backend) updateGrant(ctx context.Context, s logical.Storage, name string, change func(*grantEntry) error) (*grantEntry, error) {
+	unlock := b.lockGrant(name)
+	defer unlock()
+	return b.updateGrantLocked(ctx, s, name, change)
+}
+
+func (b *backend) updateGrantLocked(ctx context.Context, s logical.Storage, name string, change func(*grantEntry) error) (*grantEntry, error) {
+	g, err := b.loadGrantLocked(ctx, s, name)
 	if err != nil {
-		return nil, fmt.Errorf("reading grant %q: %w", name, err)
+		return nil, err
 	}
-	if !ok {
-		return nil, nil
+	if g == nil {
+		return nil, errNoGrant(name)
+	}
+	cerr := change(g)
+	var keep *storeAnyway
+	if cerr != nil && !errors.As(cerr, &keep) {
+		return g, cerr
+	}
+	if err := b.saveGrantLocked(ctx, s, g); err != nil {
+		return nil, err
+	}
+	if keep != nil {
+		return g, keep.err
 	}
 	return g, nil
 }
 
-// putGrant stores g and refreshes its cached copy, if it has one. Callers
-// hold the grant's lock.
-func (b *backend) putGrant(ctx context.Context, s logical.Storage, g *grantEntry) error {
+// saveGrantLocked schedules and stores g; the caller holds its lock.
+func (b *backend) saveGrantLocked(ctx context.Context, s logical.Storage, g *grantEntry) error {
+	if err := b.schedule(ctx, s, g); err != nil {
+		return err
+	}
+	return b.storeGrant(ctx, s, g)
+}
+
+// loadGrantLocked reads a grant as its writers must see it: a copy whose
+// write failed after a refresh rotated its token (unsaved) wins over
+// storage. The caller holds the grant's lock.
+func (b *backend) loadGrantLocked(ctx context.Context, s logical.Storage, name string) (*grantEntry, error) {
+	b.cacheMu.RLock()
+	u := b.unsaved[name]
+	b.cacheMu.RUnlock()
+	if u != nil {
+		cp := *u
+		return &cp, nil
+	}
+	return getGrant(ctx, s, name)
+}
+
+// storeGrant writes g (sealing a new refresh token, if it has one) and the
+// grant index when its status changed, and keeps the cached copy current.
+// The caller holds the grant's lock.
+func (b *backend) storeGrant(ctx context.Context, s logical.Storage, g *grantEntry) error {
 	if g.Indexed != g.Status {
 		if err := b.indexGrant(ctx, s, g); err != nil {
 			return err
 		}
 		g.Indexed = g.Status
 	}
-	if err := putJSON(ctx, s, grantPrefix+g.Name, g); err != nil {
+	err := b.storeSealed(ctx, s, grantPath(g.Name), g, func(kr *keyring) error {
+		if g.newRefreshToken == "" {
+			return nil
+		}
+		var err error
+		g.RefreshToken, err = kr.seal(g.newRefreshToken, g.aad())
+		return err
+	})
+	if err != nil {
 		return fmt.Errorf("storing grant %q: %w", g.Name, err)
 	}
+	g.newRefreshToken = ""
 	b.cacheMu.Lock()
+	delete(b.unsaved, g.Name)
 	if _, ok := b.grants[g.Name]; ok {
 		cp := *g
 		b.grants[g.Name] = &cp
@@ -150,10 +313,34 @@ func (b *backend) putGrant(ctx context.Context, s logical.Storage, g *grantEntry
 	return nil
 }
 
-func (b *backend) dropGrant(name string) {
+// eraseGrant removes every trace of g from storage; the caller holds its
+// lock.
+func (b *backend) eraseGrant(ctx context.Context, s logical.Storage, g *grantEntry) error {
+	ids, err := s.List(ctx, outstandingDir(g.ID))
+	if err != nil {
+		return err
+	}
+	for _, id := range ids {
+		if err := s.Delete(ctx, outstandingPath(g.ID, id)); err != nil {
+			return err
+		}
+	}
+	if !g.DueAt.IsZero() {
+		if err := s.Delete(ctx, duePath(g.DueAt, g.Name)); err != nil {
+			return err
+		}
+	}
+	if err := s.Delete(ctx, grantPath(g.Name)); err != nil {
+		return err
+	}
 	b.cacheMu.Lock()
-	delete(b.grants, name)
+	delete(b.grants, g.Name)
+	delete(b.unsaved, g.Name)
 	b.cacheMu.Unlock()
+	if err := b.unindexGrant(ctx, s, g.Name); err != nil {
+		return err
+	}
+	return s.Delete(ctx, revokingPath(g.Name))
 }
 
 // checkedGrant returns the named grant if it may issue tokens now: the
@@ -166,9 +353,9 @@ func (b *backend) checkedGrant(ctx context.Context, s logical.Storage, name stri
 	g := b.grants[name]
 	b.cacheMu.RUnlock()
 	if g == nil {
-		unlock := b.grantLocks.Lock(name)
+		unlock := b.lockGrant(name)
 		var err error
-		g, err = getGrant(ctx, s, name)
+		g, err = b.loadGrantLocked(ctx, s, name)
 		if err == nil && g != nil {
 			b.cacheMu.Lock()
 			b.grants[name] = g
@@ -182,29 +369,22 @@ func (b *backend) checkedGrant(ctx context.Context, s logical.Storage, name stri
 			return nil, errNoGrant(name)
 		}
 	}
-	now := time.Now()
+	now := b.now()
 	if err := b.unusableError(g, now); err != nil {
 		return nil, err
 	}
 	// idle_timeout counts uses that needed no refresh too; record them
 	// often enough for it, not on every lease.
 	if g.IdleTimeout > 0 && now.Sub(g.LastUsedAt) > g.IdleTimeout/10 {
-		b.touchGrant(ctx, s, name, now)
+		_, err := b.updateGrant(ctx, s, name, func(g *grantEntry) error {
+			g.LastUsedAt = now.UTC()
+			return nil
+		})
+		if err != nil && !isNoGrant(err) {
+			b.logger.Warn("recording grant use failed", "grant", name, "error", err)
+		}
 	}
 	return g, nil
-}
-
-func (b *backend) touchGrant(ctx context.Context, s logical.Storage, name string, now time.Time) {
-	unlock := b.grantLocks.Lock(name)
-	defer unlock()
-	g, err := getGrant(ctx, s, name)
-	if err != nil || g == nil {
-		return
-	}
-	g.LastUsedAt = now.UTC()
-	if err := b.putGrant(ctx, s, g); err != nil {
-		b.logger.Warn("recording grant use failed", "grant", name, "error", err)
-	}
 }
 
 func randomID() string {
@@ -215,13 +395,31 @@ func randomID() string {
 	return hex.EncodeToString(b)
 }
 
-func parseAbsoluteURI(s string) (*url.URL, error) {
-	u, err := url.Parse(s)
+// errUnchanged is what a change returns when there is nothing to store.
+var errUnchanged = errors.New("nothing to change")
+
+// readGrant returns a grant as its next writer will see it, and whether
+// that copy still waits to be stored.
+func (b *backend) readGrant(ctx context.Context, s logical.Storage, name string) (*grantEntry, bool, error) {
+	b.cacheMu.RLock()
+	u := b.unsaved[name]
+	b.cacheMu.RUnlock()
+	if u != nil {
+		cp := *u
+		return &cp, true, nil
+	}
+	g, err := getGrant(ctx, s, name)
+	return g, false, err
+}
+
+// checkOwner refuses an owner_entity_id that names no entity.
+func (b *backend) checkOwner(id string) (*logical.Response, error) {
+	entity, err := b.System().EntityInfo(id)
 	if err != nil {
 		return nil, err
 	}
-	if !u.IsAbs() {
-		return nil, errors.New("must be an absolute URI")
+	if entity == nil {
+		return logical.ErrorResponse("owner_entity_id: entity %q does not exist", id), nil
 	}
-	return u, nil
+	return nil, nil
 }

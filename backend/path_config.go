@@ -2,7 +2,6 @@ package backend
 
 import (
 	"context"
-	"fmt"
 	"strings"
 	"time"
 
@@ -11,30 +10,6 @@ import (
 
 	"github.com/vault-plugin-secrets-oauth/vault-plugin-secrets-oauth/backend/oauthclient"
 )
-
-const (
-	defaultRefreshSkew     = 10 * time.Second
-	defaultTidyInterval    = time.Minute
-	defaultUpstreamTimeout = 30 * time.Second
-	defaultMaxPending      = 1000
-)
-
-type configEntry struct {
-	RedirectURI              string        `json:"redirect_uri"`
-	RefreshSkew              time.Duration `json:"refresh_skew"`
-	TidyInterval             time.Duration `json:"tidy_interval"`
-	UpstreamTimeout          time.Duration `json:"upstream_timeout"`
-	MaxPendingAuthorizations int           `json:"max_pending_authorizations"`
-}
-
-func defaultConfig() *configEntry {
-	return &configEntry{
-		RefreshSkew:              defaultRefreshSkew,
-		TidyInterval:             defaultTidyInterval,
-		UpstreamTimeout:          defaultUpstreamTimeout,
-		MaxPendingAuthorizations: defaultMaxPending,
-	}
-}
 
 func pathConfig(b *backend) *framework.Path {
 	return &framework.Path{
@@ -81,24 +56,6 @@ func pathConfig(b *backend) *framework.Path {
 		HelpSynopsis:    "Mount-wide settings.",
 		HelpDescription: configHelp,
 	}
-}
-
-// mountConfig returns the mount's settings, cached.
-func (b *backend) mountConfig(ctx context.Context, s logical.Storage) (*configEntry, error) {
-	b.cacheMu.RLock()
-	cfg := b.config
-	b.cacheMu.RUnlock()
-	if cfg != nil {
-		return cfg, nil
-	}
-	cfg = defaultConfig()
-	if _, err := getJSON(ctx, s, configPath, cfg); err != nil {
-		return nil, fmt.Errorf("reading config: %w", err)
-	}
-	b.cacheMu.Lock()
-	b.config = cfg
-	b.cacheMu.Unlock()
-	return cfg, nil
 }
 
 func (b *backend) pathConfigRead(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
@@ -153,15 +110,12 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 		}
 		cfg.MaxPendingAuthorizations = v.(int)
 	}
-	if err := putJSON(ctx, req.Storage, configPath, &cfg); err != nil {
+	if err := putConfig(ctx, req.Storage, &cfg); err != nil {
 		return nil, err
 	}
-	b.cacheMu.Lock()
-	b.config = &cfg
-	b.providers = make(map[string]*providerHandle) // clients carry the timeout
-	b.cacheMu.Unlock()
+	b.dropCaches(configPath)
 	b.background.wake()
-	return nil, nil
+	return b.pathConfigRead(ctx, req, d)
 }
 
 const configHelp = `

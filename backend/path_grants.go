@@ -2,15 +2,11 @@ package backend
 
 import (
 	"context"
-	"fmt"
-	"net/http"
 	"strings"
 	"time"
 
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
-
-	"github.com/vault-plugin-secrets-oauth/vault-plugin-secrets-oauth/backend/oauthclient"
 )
 
 func pathGrants(b *backend) []*framework.Path {
@@ -52,6 +48,10 @@ func pathGrants(b *backend) []*framework.Path {
 					Type:        framework.TypeString,
 					Description: "Vault entity that owns the grant; it fails closed when that entity is disabled or deleted. Defaults to the caller's entity.",
 				},
+				"change_owner": {
+					Type:        framework.TypeBool,
+					Description: "On update: allow owner_entity_id to change (a departing owner could otherwise escape offboarding); the change is logged.",
+				},
 				"force": {Type: framework.TypeBool, Description: "On delete: erase without revoking upstream."},
 			},
 			ExistenceCheck: b.grantExists,
@@ -68,12 +68,12 @@ func pathGrants(b *backend) []*framework.Path {
 }
 
 func (b *backend) grantExists(ctx context.Context, req *logical.Request, d *framework.FieldData) (bool, error) {
-	g, err := getGrant(ctx, req.Storage, d.Get("name").(string))
+	g, _, err := b.readGrant(ctx, req.Storage, d.Get("name").(string))
 	return g != nil, err
 }
 
 func (b *backend) pathGrantsList(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
-	names, err := req.Storage.List(ctx, grantPrefix)
+	names, err := listGrants(ctx, req.Storage)
 	if err != nil {
 		return nil, err
 	}
@@ -85,15 +85,21 @@ func (b *backend) pathGrantsList(ctx context.Context, req *logical.Request, _ *f
 }
 
 func (b *backend) pathGrantRead(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
-	g, err := getGrant(ctx, req.Storage, d.Get("name").(string))
+	g, unsaved, err := b.readGrant(ctx, req.Storage, d.Get("name").(string))
 	if err != nil || g == nil {
 		return nil, err
 	}
-	shared, err := b.sharedLeasesOf(ctx, req.Storage, g)
+	return b.grantResponse(ctx, req.Storage, g, unsaved)
+}
+
+func (b *backend) grantResponse(ctx context.Context, s logical.Storage, g *grantEntry, unsaved bool) (*logical.Response, error) {
+	shared, err := b.sharedLeasesOf(ctx, s, g)
 	if err != nil {
 		return nil, err
 	}
-	return &logical.Response{Data: grantData(g, g.ActiveLeases+shared)}, nil
+	data := grantData(g, g.ActiveLeases+shared)
+	data["write_pending"] = unsaved
+	return &logical.Response{Data: data}, nil
 }
 
 // grantData is a grant's public view: metadata only, never the token.
@@ -125,170 +131,62 @@ func formatTime(t time.Time) string {
 }
 
 func (b *backend) pathGrantWrite(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
-	name := d.Get("name").(string)
-	refreshToken := d.Get("refresh_token").(string)
-	code := d.Get("code").(string)
-	if refreshToken != "" && code != "" {
+	gw := &grantWrite{
+		name:         d.Get("name").(string),
+		refreshToken: d.Get("refresh_token").(string),
+		code:         d.Get("code").(string),
+		redirectURI:  d.Get("redirect_uri").(string),
+		codeVerifier: d.Get("code_verifier").(string),
+		creating:     req.Operation == logical.CreateOperation,
+		caller:       req.EntityID,
+		changeOwner:  d.Get("change_owner").(bool),
+	}
+	if gw.refreshToken != "" && gw.code != "" {
 		return logical.ErrorResponse("refresh_token and code: give one or the other"), nil
 	}
-	if code == "" {
+	if gw.code == "" {
 		for _, f := range []string{"redirect_uri", "code_verifier"} {
 			if _, ok := d.GetOk(f); ok {
 				return logical.ErrorResponse("%s is only used with code", f), nil
 			}
 		}
+	} else if gw.redirectURI == "" {
+		return logical.ErrorResponse("redirect_uri is required with code"), nil
 	}
-
-	ctx = detached(ctx) // a code exchange's result must be stored
-	unlock := b.grantLocks.Lock(name)
-	defer unlock()
-
-	g, err := getGrant(ctx, req.Storage, name)
-	if err != nil {
-		return nil, err
-	}
-	creating := g == nil
-	if creating {
-		if req.Operation == logical.UpdateOperation {
-			return logical.ErrorResponse("grant %q does not exist", name), nil
-		}
-		if refreshToken == "" && code == "" {
-			return logical.ErrorResponse("refresh_token or code is required to create a grant"), nil
-		}
-		g = &grantEntry{Name: name, ID: randomID(), CreatedAt: time.Now().UTC(), OwnerEntityID: req.EntityID}
-	} else if g.Status == statusRevoking {
-		return logical.ErrorResponse("grant %q is being revoked; wait for it to finish or delete it with force=true", name), nil
-	}
-
-	if v, ok := d.GetOk("provider"); ok && v.(string) != g.Provider {
-		if !creating {
-			return logical.ErrorResponse("provider: a grant's provider cannot change; delete the grant and create it again"), nil
-		}
-		g.Provider = v.(string)
-	}
-	if g.Provider == "" {
-		return logical.ErrorResponse("provider is required"), nil
+	if v, ok := d.GetOk("provider"); ok {
+		gw.provider = v.(string)
 	}
 	if v, ok := d.GetOk("scopes"); ok {
-		g.Scopes = normalizeScopes(v.([]string))
+		scopes := normalizeScopes(v.([]string))
+		gw.scopes = &scopes
 	}
-	for field, dst := range map[string]*time.Duration{"max_age": &g.MaxAge, "idle_timeout": &g.IdleTimeout, "keep_alive": &g.KeepAlive} {
+	for field, dst := range map[string]**time.Duration{"max_age": &gw.maxAge, "idle_timeout": &gw.idleTimeout, "keep_alive": &gw.keepAlive} {
 		if v, ok := d.GetOk(field); ok {
 			if v.(int) < 0 {
 				return logical.ErrorResponse("%s must not be negative", field), nil
 			}
-			*dst = time.Duration(v.(int)) * time.Second
+			dur := time.Duration(v.(int)) * time.Second
+			*dst = &dur
 		}
 	}
 	if v, ok := d.GetOk("owner_entity_id"); ok {
 		id := strings.TrimSpace(v.(string))
 		if id != "" {
-			entity, err := b.System().EntityInfo(id)
-			if err != nil {
-				return nil, err
-			}
-			if entity == nil {
-				return logical.ErrorResponse("owner_entity_id: entity %q does not exist", id), nil
+			if resp, err := b.checkOwner(id); resp != nil || err != nil {
+				return resp, err
 			}
 		}
-		g.OwnerEntityID = id
+		gw.owner = &id
 	}
-
-	h, err := b.provider(ctx, req.Storage, g.Provider)
-	if err != nil {
-		if creating {
-			return logical.ErrorResponse("provider: %s", err), nil
-		}
-		return nil, err
+	g, resp, err := b.writeGrant(ctx, req.Storage, gw)
+	if resp != nil || err != nil {
+		return resp, err
 	}
-
-	switch {
-	case code != "":
-		redirectURI := d.Get("redirect_uri").(string)
-		if redirectURI == "" {
-			return logical.ErrorResponse("redirect_uri is required with code"), nil
-		}
-		tok, err := h.client.ExchangeCode(ctx, code, redirectURI, d.Get("code_verifier").(string))
-		if err != nil {
-			if oauthclient.HasCode(err, oauthclient.ErrCodeInvalidGrant) {
-				return nil, logical.CodedError(http.StatusBadRequest, fmt.Sprintf(
-					"code: provider %q rejected the authorization code (invalid_grant); it may be expired, used, or issued for another redirect_uri or code_verifier", g.Provider))
-			}
-			return nil, upstreamError(g.Provider, err, g.Scopes)
-		}
-		if tok.RefreshToken == "" {
-			return logical.ErrorResponse("code: provider %q returned no refresh token; request offline access (e.g. the offline_access scope) when authorizing", g.Provider), nil
-		}
-		refreshToken = tok.RefreshToken
-		if tok.ScopeReturned {
-			g.Scopes = normalizeScopes(tok.Scopes)
-		}
-	case refreshToken != "":
-	default:
-		if err := b.schedule(ctx, req.Storage, g); err != nil {
-			return nil, err
-		}
-		if err := b.putGrant(ctx, req.Storage, g); err != nil {
-			return nil, err
-		}
-		return nil, nil
-	}
-
-	kr, err := b.sealingKeys(ctx, req.Storage)
-	if err != nil {
-		return nil, err
-	}
-	if g.RefreshToken, err = kr.seal(refreshToken, g.aad()); err != nil {
-		return nil, err
-	}
-	g.Status = statusActive
-	g.LastError = ""
-	if err := b.schedule(ctx, req.Storage, g); err != nil {
-		return nil, err
-	}
-	if err := b.putGrant(ctx, req.Storage, g); err != nil {
-		return nil, err
-	}
-	return nil, nil
+	return b.grantResponse(ctx, req.Storage, g, false)
 }
 
 func (b *backend) pathGrantDelete(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
-	name := d.Get("name").(string)
-	force := d.Get("force").(bool)
-	ctx = detached(ctx)
-	unlock := b.grantLocks.Lock(name)
-	defer unlock()
-
-	g, err := getGrant(ctx, req.Storage, name)
-	if err != nil || g == nil {
-		return nil, err
-	}
-	if force {
-		if err := b.eraseGrant(ctx, req.Storage, g); err != nil {
-			return nil, err
-		}
-		return &logical.Response{Warnings: []string{"grant erased without revoking anything upstream (force=true)"}}, nil
-	}
-
-	g.Status = statusRevoking
-	g.EraseAfterRevoke = true
-	if err := b.putGrant(ctx, req.Storage, g); err != nil {
-		return nil, err
-	}
-	if err := queueRevocation(ctx, req.Storage, name); err != nil {
-		return nil, err
-	}
-	done, err := b.revokeGrantUpstream(ctx, req.Storage, g)
-	if err != nil {
-		b.background.wake()
-		return &logical.Response{
-			Data: map[string]any{"status": statusRevoking, "last_error": g.LastError},
-			Warnings: []string{fmt.Sprintf(
-				"grant %q could not be revoked upstream (%s); it is kept as %q and the engine retries in the background. Use force=true to erase it without revoking upstream.",
-				name, g.LastError, statusRevoking)},
-		}, nil
-	}
-	return done, nil
+	return b.deleteGrant(ctx, req.Storage, d.Get("name").(string), d.Get("force").(bool))
 }
 
 const grantsHelp = `

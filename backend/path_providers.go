@@ -2,10 +2,7 @@ package backend
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"net/url"
-	"sort"
 	"strings"
 	"time"
 
@@ -14,77 +11,6 @@ import (
 
 	"github.com/vault-plugin-secrets-oauth/vault-plugin-secrets-oauth/backend/oauthclient"
 )
-
-// providerEntry is one authorization server and this Vault's client
-// registration there.
-type providerEntry struct {
-	Name   string `json:"name"`
-	Issuer string `json:"issuer,omitempty"`
-	// Explicit endpoints; each overrides the discovered one.
-	Explicit   oauthclient.Endpoints `json:"explicit"`
-	Discovered oauthclient.Endpoints `json:"discovered"`
-
-	ClientID           string            `json:"client_id"`
-	ClientAuth         string            `json:"client_auth"`
-	ClientSecret       *sealed           `json:"client_secret,omitempty"`
-	ClientPrivateKey   *sealed           `json:"client_private_key,omitempty"`
-	ClientKeyID        string            `json:"client_key_id,omitempty"`
-	Scopes             []string          `json:"scopes,omitempty"`
-	TokenParams        map[string]string `json:"token_params,omitempty"`
-	RevocationCascades bool              `json:"revocation_cascades"`
-	CAPEM              string            `json:"ca_pem,omitempty"`
-	Timeout            time.Duration     `json:"timeout,omitempty"`
-}
-
-// endpoints merges explicit endpoints over discovered ones.
-func (p *providerEntry) endpoints() oauthclient.Endpoints {
-	pick := func(explicit, discovered string) string {
-		if explicit != "" {
-			return explicit
-		}
-		return discovered
-	}
-	e, d := p.Explicit, p.Discovered
-	return oauthclient.Endpoints{
-		Issuer:              p.Issuer,
-		Authorization:       pick(e.Authorization, d.Authorization),
-		Token:               pick(e.Token, d.Token),
-		Revocation:          pick(e.Revocation, d.Revocation),
-		Introspection:       pick(e.Introspection, d.Introspection),
-		DeviceAuthorization: pick(e.DeviceAuthorization, d.DeviceAuthorization),
-	}
-}
-
-// canRevoke reports whether an access token of this provider can be revoked
-// at lease end; tokenFromGrant says whether it came from a refresh token
-// (then a cascading server would kill the grant with it).
-func (p *providerEntry) canRevoke(tokenFromGrant bool) bool {
-	if p.endpoints().Revocation == "" {
-		return false
-	}
-	return !(tokenFromGrant && p.RevocationCascades)
-}
-
-// endpointFields maps request fields to the endpoint they set.
-var endpointFields = []struct {
-	field string
-	ptr   func(*oauthclient.Endpoints) *string
-}{
-	{"token_url", func(e *oauthclient.Endpoints) *string { return &e.Token }},
-	{"authorization_url", func(e *oauthclient.Endpoints) *string { return &e.Authorization }},
-	{"revocation_url", func(e *oauthclient.Endpoints) *string { return &e.Revocation }},
-	{"introspection_url", func(e *oauthclient.Endpoints) *string { return &e.Introspection }},
-	{"device_authorization_url", func(e *oauthclient.Endpoints) *string { return &e.DeviceAuthorization }},
-}
-
-// reservedTokenParams may not be set through token_params: they carry the
-// grant itself or the client's credentials.
-var reservedTokenParams = map[string]bool{
-	"grant_type": true, "refresh_token": true, "code": true, "code_verifier": true,
-	"redirect_uri": true, "client_id": true, "client_secret": true, "client_assertion": true,
-	"client_assertion_type": true, "device_code": true, "subject_token": true, "subject_token_type": true,
-	"scope": true, "username": true, "password": true,
-}
 
 func pathProviders(b *backend) []*framework.Path {
 	fields := map[string]*framework.FieldSchema{
@@ -142,6 +68,14 @@ func pathProviders(b *backend) []*framework.Path {
 			Type:        framework.TypeDurationSecond,
 			Description: "Timeout of each call to this provider; defaults to the mount's upstream_timeout.",
 		},
+		"rebind_grants": {
+			Type:        framework.TypeBool,
+			Description: "On update: accept a change of issuer, token_url, revocation_url, introspection_url or ca_pem while grants depend on the provider, and mark every such grant invalid (re-authorization needed).",
+		},
+		"force": {
+			Type:        framework.TypeBool,
+			Description: "On delete: revoke and erase the provider's grants first (as far as the provider answers), then delete it.",
+		},
 	}
 	for _, f := range endpointFields {
 		fields[f.field] = &framework.FieldSchema{
@@ -175,24 +109,12 @@ func pathProviders(b *backend) []*framework.Path {
 				logical.CreateOperation: forwarded(b.pathProviderWrite),
 				logical.UpdateOperation: forwarded(b.pathProviderWrite),
 				logical.ReadOperation:   &framework.PathOperation{Callback: b.pathProviderRead},
-				logical.DeleteOperation: &framework.PathOperation{Callback: b.pathProviderDelete},
+				logical.DeleteOperation: forwarded(b.pathProviderDelete),
 			},
 			HelpSynopsis:    "An upstream authorization server and this Vault's client registration there.",
 			HelpDescription: providersHelp,
 		},
 	}
-}
-
-func getProvider(ctx context.Context, s logical.Storage, name string) (*providerEntry, error) {
-	p := &providerEntry{}
-	ok, err := getJSON(ctx, s, providerPrefix+name, p)
-	if err != nil {
-		return nil, fmt.Errorf("reading provider %q: %w", name, err)
-	}
-	if !ok {
-		return nil, nil
-	}
-	return p, nil
 }
 
 func (b *backend) providerExists(ctx context.Context, req *logical.Request, d *framework.FieldData) (bool, error) {
@@ -201,7 +123,7 @@ func (b *backend) providerExists(ctx context.Context, req *logical.Request, d *f
 }
 
 func (b *backend) pathProvidersList(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
-	names, err := req.Storage.List(ctx, providerPrefix)
+	names, err := listProviders(ctx, req.Storage)
 	if err != nil {
 		return nil, err
 	}
@@ -213,12 +135,13 @@ func (b *backend) pathProviderRead(ctx context.Context, req *logical.Request, d 
 	if err != nil || p == nil {
 		return nil, err
 	}
+	return &logical.Response{Data: providerData(p)}, nil
+}
+
+// providerData is a provider's public view: every field but the secrets.
+func providerData(p *providerEntry) map[string]any {
 	ep := p.endpoints()
-	timeout := int64(0)
-	if p.Timeout > 0 {
-		timeout = int64(p.Timeout.Seconds())
-	}
-	return &logical.Response{Data: map[string]any{
+	return map[string]any{
 		"issuer":                   p.Issuer,
 		"token_url":                ep.Token,
 		"authorization_url":        ep.Authorization,
@@ -234,21 +157,26 @@ func (b *backend) pathProviderRead(ctx context.Context, req *logical.Request, d 
 		"token_params":             p.TokenParams,
 		"revocation_cascades":      p.RevocationCascades,
 		"ca_pem":                   p.CAPEM,
-		"timeout":                  timeout,
-	}}, nil
+		"timeout":                  int64(p.Timeout.Seconds()),
+	}
 }
 
 func (b *backend) pathProviderWrite(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
 	name := d.Get("name").(string)
+	unlock := b.lockProvider(name)
+	defer unlock()
 	p, err := getProvider(ctx, req.Storage, name)
 	if err != nil {
 		return nil, err
 	}
+	oldBinding := ""
 	if p == nil {
 		if req.Operation == logical.UpdateOperation {
 			return logical.ErrorResponse("provider %q does not exist", name), nil
 		}
 		p = &providerEntry{Name: name, ClientAuth: string(oauthclient.ClientSecretBasic), RevocationCascades: true}
+	} else {
+		oldBinding = p.binding()
 	}
 
 	rediscover := false
@@ -262,7 +190,7 @@ func (b *backend) pathProviderWrite(ctx context.Context, req *logical.Request, d
 		rediscover = issuer != ""
 		p.Issuer = issuer
 		if issuer == "" {
-			p.Discovered = oauthclient.Endpoints{}
+			p.Discovered, p.IssRequired = oauthclient.Endpoints{}, false
 		}
 	}
 	for _, f := range endpointFields {
@@ -335,194 +263,94 @@ func (b *backend) pathProviderWrite(ctx context.Context, req *logical.Request, d
 			}
 		}
 		p.Discovered = discovered
+		p.IssRequired = md.IssParameterSupported
 	}
 	if p.endpoints().Token == "" {
 		return logical.ErrorResponse("token_url is required when issuer discovery does not provide one"), nil
 	}
 
-	kr, err := b.sealingKeys(ctx, req.Storage)
-	if err != nil {
-		return nil, err
-	}
-	if v, ok := d.GetOk("client_secret"); ok {
-		if p.ClientSecret, err = sealOptional(kr, v.(string), providerAAD(name, "client_secret")); err != nil {
-			return nil, err
+	secret, secretSet := d.GetOk("client_secret")
+	privateKey, keySet := d.GetOk("client_private_key")
+	if keySet && privateKey.(string) != "" {
+		if _, err := oauthclient.ParsePrivateKey(privateKey.(string)); err != nil {
+			return logical.ErrorResponse("client_private_key: %s", err), nil
 		}
 	}
-	if v, ok := d.GetOk("client_private_key"); ok {
-		pemText := v.(string)
-		if pemText != "" {
-			if _, err := oauthclient.ParsePrivateKey(pemText); err != nil {
-				return logical.ErrorResponse("client_private_key: %s", err), nil
-			}
-		}
-		if p.ClientPrivateKey, err = sealOptional(kr, pemText, providerAAD(name, "client_private_key")); err != nil {
-			return nil, err
-		}
-	}
+	hasSecret := (secretSet && secret.(string) != "") || (!secretSet && !p.ClientSecret.isZero())
+	hasKey := (keySet && privateKey.(string) != "") || (!keySet && !p.ClientPrivateKey.isZero())
 	switch oauthclient.AuthMethod(p.ClientAuth) {
 	case oauthclient.ClientSecretBasic, oauthclient.ClientSecretPost:
-		if p.ClientSecret.isZero() {
+		if !hasSecret {
 			return logical.ErrorResponse("client_secret is required when client_auth is %s", p.ClientAuth), nil
 		}
 	case oauthclient.PrivateKeyJWT:
-		if p.ClientPrivateKey.isZero() {
+		if !hasKey {
 			return logical.ErrorResponse("client_private_key is required when client_auth is private_key_jwt"), nil
 		}
 	}
 
-	if err := putJSON(ctx, req.Storage, providerPrefix+name, p); err != nil {
+	// A grant's refresh token goes only where it was authorized: moving
+	// the provider's endpoints or trust anchors under existing grants is
+	// refused unless the caller asks for those grants to be invalidated.
+	var rebound []string
+	if oldBinding != "" && p.binding() != oldBinding {
+		if rebound, err = b.grantsOfProvider(ctx, req.Storage, name); err != nil {
+			return nil, err
+		}
+		if len(rebound) > 0 && !d.Get("rebind_grants").(bool) {
+			return logical.ErrorResponse("issuer, token_url, revocation_url, introspection_url, ca_pem: changing where provider %q sends refresh tokens would send those of its grants (%s) to endpoints they were not authorized against; pass rebind_grants=true to accept the change and mark those grants invalid (re-authorization needed)",
+				name, namesList(rebound)), nil
+		}
+	}
+
+	err = b.storeSealed(ctx, req.Storage, providerPath(name), p, func(kr *keyring) (err error) {
+		if secretSet {
+			if p.ClientSecret, err = kr.sealOptional(secret.(string), providerAAD(name, "client_secret")); err != nil {
+				return err
+			}
+		}
+		if keySet {
+			p.ClientPrivateKey, err = kr.sealOptional(privateKey.(string), providerAAD(name, "client_private_key"))
+		}
+		return err
+	})
+	if err != nil {
 		return nil, err
 	}
-	b.dropProvider(name)
-	return nil, nil
-}
-
-func (p *providerEntry) timeout(cfg *configEntry) time.Duration {
-	if p.Timeout > 0 {
-		return p.Timeout
+	b.dropCaches(providerPath(name))
+	resp := &logical.Response{Data: providerData(p)}
+	if len(rebound) > 0 {
+		n := b.invalidateRebound(ctx, req.Storage, name, rebound)
+		resp.Warnings = append(resp.Warnings, fmt.Sprintf("provider %q now sends refresh tokens elsewhere: %d grant(s) marked invalid and need re-authorization: %s", name, n, namesList(rebound)))
 	}
-	return cfg.UpstreamTimeout
-}
-
-func sealOptional(kr *keyring, value, aad string) (*sealed, error) {
-	if value == "" {
-		return nil, nil
-	}
-	return kr.seal(value, aad)
+	return resp, nil
 }
 
 func (b *backend) pathProviderDelete(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
 	name := d.Get("name").(string)
+	ctx = detached(ctx)
+	var warnings []string
+	if d.Get("force").(bool) {
+		warnings = b.revokeGrantsOfProvider(ctx, req.Storage, name)
+	}
+	unlock := b.lockProvider(name)
+	defer unlock()
 	users, err := b.providerUsers(ctx, req.Storage, name)
 	if err != nil {
 		return nil, err
 	}
 	if len(users) > 0 {
-		return logical.ErrorResponse("provider %q is still used by %s; delete those first", name, strings.Join(users, ", ")), nil
+		return logical.ErrorResponse("provider %q is still used by %s: deleting it would leave their tokens unrevocable; delete those first, or pass force=true to revoke and erase its grants first",
+			name, namesList(users)), nil
 	}
-	if err := req.Storage.Delete(ctx, providerPrefix+name); err != nil {
+	if err := deleteProvider(ctx, req.Storage, name); err != nil {
 		return nil, err
 	}
-	b.dropProvider(name)
-	return nil, nil
-}
-
-// providerUsers names (up to a few) roles and grants that use the provider:
-// deleting it would strand their refresh tokens unrevoked.
-func (b *backend) providerUsers(ctx context.Context, s logical.Storage, name string) ([]string, error) {
-	const most = 5
-	var users []string
-	roles, err := s.List(ctx, rolePrefix)
-	if err != nil {
-		return nil, err
+	b.dropCaches(providerPath(name))
+	if len(warnings) == 0 {
+		return nil, nil
 	}
-	for _, r := range roles {
-		role, err := getRole(ctx, s, r)
-		if err != nil {
-			return nil, err
-		}
-		if role != nil && role.Provider == name {
-			users = append(users, "role "+r)
-		}
-	}
-	grants, err := s.List(ctx, grantPrefix)
-	if err != nil {
-		return nil, err
-	}
-	for _, g := range grants {
-		if len(users) >= most {
-			break
-		}
-		grant, err := getGrant(ctx, s, g)
-		if err != nil {
-			return nil, err
-		}
-		if grant != nil && grant.Provider == name {
-			users = append(users, "grant "+g)
-		}
-	}
-	sort.Strings(users)
-	return users, nil
-}
-
-// providerHandle is a provider with its ready-to-use protocol client.
-type providerHandle struct {
-	entry  *providerEntry
-	client *oauthclient.Client
-}
-
-func (b *backend) dropProvider(name string) {
-	b.cacheMu.Lock()
-	delete(b.providers, name)
-	b.cacheMu.Unlock()
-}
-
-// errUnknownProvider is wrapped by provider when the provider is gone.
-var errUnknownProvider = errors.New("unknown provider")
-
-// provider returns the named provider and its client, cached until the
-// provider, the config or the sealing keys change.
-func (b *backend) provider(ctx context.Context, s logical.Storage, name string) (*providerHandle, error) {
-	b.cacheMu.RLock()
-	h := b.providers[name]
-	b.cacheMu.RUnlock()
-	if h != nil {
-		return h, nil
-	}
-	p, err := getProvider(ctx, s, name)
-	if err != nil {
-		return nil, err
-	}
-	if p == nil {
-		return nil, fmt.Errorf("%w %q", errUnknownProvider, name)
-	}
-	cfg, err := b.mountConfig(ctx, s)
-	if err != nil {
-		return nil, err
-	}
-	kr, err := b.sealingKeys(ctx, s)
-	if err != nil {
-		return nil, err
-	}
-	httpClient, err := oauthclient.NewHTTPClient(p.CAPEM, p.timeout(cfg))
-	if err != nil {
-		return nil, fmt.Errorf("provider %q: ca_pem: %w", name, err)
-	}
-	oc := oauthclient.Config{
-		Endpoints:   p.endpoints(),
-		ClientID:    p.ClientID,
-		AuthMethod:  oauthclient.AuthMethod(p.ClientAuth),
-		KeyID:       p.ClientKeyID,
-		HTTPClient:  httpClient,
-		TokenParams: url.Values{},
-	}
-	for k, v := range p.TokenParams {
-		oc.TokenParams.Set(k, v)
-	}
-	if !p.ClientSecret.isZero() {
-		if oc.ClientSecret, err = kr.open(p.ClientSecret, providerAAD(name, "client_secret")); err != nil {
-			return nil, fmt.Errorf("provider %q: client_secret: %w", name, err)
-		}
-	}
-	if !p.ClientPrivateKey.isZero() {
-		pemText, err := kr.open(p.ClientPrivateKey, providerAAD(name, "client_private_key"))
-		if err != nil {
-			return nil, fmt.Errorf("provider %q: client_private_key: %w", name, err)
-		}
-		if oc.PrivateKey, err = oauthclient.ParsePrivateKey(pemText); err != nil {
-			return nil, fmt.Errorf("provider %q: client_private_key: %w", name, err)
-		}
-	}
-	client, err := oauthclient.New(oc)
-	if err != nil {
-		return nil, fmt.Errorf("provider %q: %w", name, err)
-	}
-	h = &providerHandle{entry: p, client: client}
-	b.cacheMu.Lock()
-	b.providers[name] = h
-	b.cacheMu.Unlock()
-	return h, nil
+	return &logical.Response{Warnings: warnings}, nil
 }
 
 func nonNil(s []string) []string {

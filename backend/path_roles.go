@@ -3,52 +3,12 @@ package backend
 import (
 	"context"
 	"fmt"
-	"sort"
 	"strings"
 	"time"
 
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
-
-	"github.com/vault-plugin-secrets-oauth/vault-plugin-secrets-oauth/backend/oauthclient"
 )
-
-// Role grant types.
-const (
-	grantTypeRefreshToken      = "refresh_token"
-	grantTypeClientCredentials = "client_credentials"
-	grantTypeTokenExchange     = "token_exchange"
-)
-
-const defaultMinRemaining = 30 * time.Second
-
-// roleEntry says what creds/NAME issues.
-type roleEntry struct {
-	Name          string        `json:"name"`
-	GrantType     string        `json:"grant_type"`
-	Grant         string        `json:"grant,omitempty"`
-	Provider      string        `json:"provider,omitempty"`
-	Scopes        []string      `json:"scopes,omitempty"`
-	Audience      []string      `json:"audience,omitempty"`
-	Resource      []string      `json:"resource,omitempty"`
-	StrictScopes  bool          `json:"strict_scopes"`
-	TTL           time.Duration `json:"ttl,omitempty"`
-	MaxTTL        time.Duration `json:"max_ttl,omitempty"`
-	TokenReuse    bool          `json:"token_reuse"`
-	MinRemaining  time.Duration `json:"min_remaining"`
-	VerifyOnRenew bool          `json:"verify_on_renew"`
-}
-
-func (r *roleEntry) tokenOptions() oauthclient.TokenOptions {
-	return oauthclient.TokenOptions{Scopes: r.Scopes, Audience: r.Audience, Resource: r.Resource}
-}
-
-// fingerprint identifies the settings a shared token was issued under, so
-// a changed role never hands out a token made for its old settings.
-func (r *roleEntry) fingerprint() string {
-	return strings.Join([]string{r.GrantType, r.Grant, r.Provider,
-		strings.Join(r.Scopes, " "), strings.Join(r.Audience, " "), strings.Join(r.Resource, " ")}, "|")
-}
 
 func pathRoles(b *backend) []*framework.Path {
 	return []*framework.Path{
@@ -120,49 +80,13 @@ func pathRoles(b *backend) []*framework.Path {
 	}
 }
 
-func getRole(ctx context.Context, s logical.Storage, name string) (*roleEntry, error) {
-	r := &roleEntry{}
-	ok, err := getJSON(ctx, s, rolePrefix+name, r)
-	if err != nil {
-		return nil, fmt.Errorf("reading role %q: %w", name, err)
-	}
-	if !ok {
-		return nil, nil
-	}
-	return r, nil
-}
-
-// role is getRole through the cache; the creds and renew paths use it.
-func (b *backend) role(ctx context.Context, s logical.Storage, name string) (*roleEntry, error) {
-	b.cacheMu.RLock()
-	r, ok := b.roles[name]
-	b.cacheMu.RUnlock()
-	if ok {
-		return r, nil
-	}
-	r, err := getRole(ctx, s, name)
-	if err != nil || r == nil {
-		return r, err
-	}
-	b.cacheMu.Lock()
-	b.roles[name] = r
-	b.cacheMu.Unlock()
-	return r, nil
-}
-
-func (b *backend) dropRole(name string) {
-	b.cacheMu.Lock()
-	delete(b.roles, name)
-	b.cacheMu.Unlock()
-}
-
 func (b *backend) roleExists(ctx context.Context, req *logical.Request, d *framework.FieldData) (bool, error) {
 	r, err := getRole(ctx, req.Storage, d.Get("name").(string))
 	return r != nil, err
 }
 
 func (b *backend) pathRolesList(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
-	names, err := req.Storage.List(ctx, rolePrefix)
+	names, err := listRoles(ctx, req.Storage)
 	if err != nil {
 		return nil, err
 	}
@@ -174,7 +98,12 @@ func (b *backend) pathRoleRead(ctx context.Context, req *logical.Request, d *fra
 	if err != nil || r == nil {
 		return nil, err
 	}
-	return &logical.Response{Data: map[string]any{
+	return &logical.Response{Data: roleData(r)}, nil
+}
+
+// roleData is a role's public view.
+func roleData(r *roleEntry) map[string]any {
+	return map[string]any{
 		"grant_type":      r.GrantType,
 		"grant":           r.Grant,
 		"provider":        r.Provider,
@@ -187,7 +116,7 @@ func (b *backend) pathRoleRead(ctx context.Context, req *logical.Request, d *fra
 		"token_reuse":     r.TokenReuse,
 		"min_remaining":   int64(r.MinRemaining.Seconds()),
 		"verify_on_renew": r.VerifyOnRenew,
-	}}, nil
+	}
 }
 
 func (b *backend) pathRoleWrite(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
@@ -274,65 +203,17 @@ func (b *backend) pathRoleWrite(ctx context.Context, req *logical.Request, d *fr
 		}
 	}
 
-	if err := putJSON(ctx, req.Storage, rolePrefix+name, r); err != nil {
+	if err := putRole(ctx, req.Storage, r); err != nil {
 		return nil, err
 	}
-	b.dropRole(name)
-	if len(warnings) == 0 {
-		return nil, nil
-	}
-	return &logical.Response{Warnings: warnings}, nil
+	b.dropCaches(rolePath(name))
+	return &logical.Response{Data: roleData(r), Warnings: warnings}, nil
 }
 
 func (b *backend) pathRoleDelete(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
 	name := d.Get("name").(string)
-	defer b.dropRole(name)
-	return nil, req.Storage.Delete(ctx, rolePrefix+name)
-}
-
-// normalizeScopes trims, drops empties and duplicates, and sorts, so that
-// scope sets compare as sets.
-func normalizeScopes(in []string) []string {
-	seen := make(map[string]bool, len(in))
-	var out []string
-	for _, s := range in {
-		for _, f := range strings.Fields(s) {
-			if !seen[f] {
-				seen[f] = true
-				out = append(out, f)
-			}
-		}
-	}
-	sort.Strings(out)
-	return out
-}
-
-// missingFrom returns the members of want that are not in have.
-func missingFrom(want, have []string) []string {
-	set := make(map[string]bool, len(have))
-	for _, h := range have {
-		set[h] = true
-	}
-	var out []string
-	for _, w := range want {
-		if !set[w] {
-			out = append(out, w)
-		}
-	}
-	return out
-}
-
-// checkResourceIndicator applies RFC 8707 §2: an absolute URI without a
-// fragment.
-func checkResourceIndicator(res string) error {
-	u, err := parseAbsoluteURI(res)
-	if err != nil {
-		return fmt.Errorf("%q: %w", res, err)
-	}
-	if u.Fragment != "" {
-		return fmt.Errorf("%q must not contain a fragment", res)
-	}
-	return nil
+	defer b.dropCaches(rolePath(name))
+	return nil, deleteRole(ctx, req.Storage, name)
 }
 
 const rolesHelp = `

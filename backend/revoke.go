@@ -19,39 +19,39 @@ type revocationMarker struct {
 	NextAttempt time.Time `json:"next_attempt"`
 }
 
-func queueRevocation(ctx context.Context, s logical.Storage, name string) error {
-	var m revocationMarker
-	ok, err := getJSON(ctx, s, revokingPrefix+name, &m)
-	if err != nil || ok {
+func queueRevocation(ctx context.Context, s logical.Storage, name string, now time.Time) error {
+	m, err := getRevocationMarker(ctx, s, name)
+	if err != nil || m != nil {
 		return err
 	}
-	now := time.Now().UTC()
-	return putJSON(ctx, s, revokingPrefix+name, &revocationMarker{QueuedAt: now, NextAttempt: now})
+	now = now.UTC()
+	return putJSON(ctx, s, revokingPath(name), &revocationMarker{QueuedAt: now, NextAttempt: now})
 }
 
 // outstandingToken is an access token that a lease will revoke at its end,
 // remembered so that deleting the grant can revoke it too (on servers where
 // revoking the refresh token leaves access tokens alive).
 type outstandingToken struct {
-	AccessToken *sealed   `json:"access_token"`
-	Expiry      time.Time `json:"expiry,omitempty"`
+	AccessToken *sealed `json:"access_token"`
+	// Expiry is zero when the upstream did not say: such a token counts
+	// as live until it is revoked.
+	Expiry time.Time `json:"expiry,omitempty"`
 }
 
-func outstandingPath(grantID, tokenID string) string {
-	return outstandingPfx + grantID + "/" + tokenID
+// live says whether the token may still work upstream at now.
+func (t *outstandingToken) live(now time.Time) bool {
+	return t.Expiry.IsZero() || now.Before(t.Expiry)
 }
 
 func (b *backend) rememberOutstanding(ctx context.Context, s logical.Storage, grantID, tokenID string, tok *oauthclient.Token) error {
-	kr, err := b.sealingKeys(ctx, s)
-	if err != nil {
-		return err
-	}
 	path := outstandingPath(grantID, tokenID)
-	st, err := kr.seal(tok.AccessToken, tokenAAD(path))
-	if err != nil {
+	unlock := b.recordLocks.Lock(path)
+	defer unlock()
+	ot := &outstandingToken{Expiry: tok.Expiry}
+	return b.storeSealed(ctx, s, path, ot, func(kr *keyring) (err error) {
+		ot.AccessToken, err = kr.seal(tok.AccessToken, tokenAAD(path))
 		return err
-	}
-	return putJSON(ctx, s, path, &outstandingToken{AccessToken: st, Expiry: tok.Expiry})
+	})
 }
 
 // revokeGrantUpstream revokes g's refresh token and its outstanding access
@@ -60,8 +60,8 @@ func (b *backend) rememberOutstanding(ctx context.Context, s logical.Storage, gr
 // keeps its status and last_error says why; the marker stays queued.
 func (b *backend) revokeGrantUpstream(ctx context.Context, s logical.Storage, g *grantEntry) (*logical.Response, error) {
 	fail := func(err error) (*logical.Response, error) {
-		g.LastError = err.Error()
-		if perr := b.putGrant(ctx, s, g); perr != nil {
+		g.recordError(err.Error())
+		if perr := b.storeGrant(ctx, s, g); perr != nil {
 			b.logger.Warn("recording revocation error failed", "grant", g.Name, "error", perr)
 		}
 		return nil, err
@@ -74,7 +74,9 @@ func (b *backend) revokeGrantUpstream(ctx context.Context, s logical.Storage, g 
 		return fail(err)
 	}
 	var warnings []string
-	if h.entry.endpoints().Revocation == "" {
+	if !g.boundTo(h.entry) {
+		warnings = append(warnings, fmt.Sprintf("provider %q was moved to other endpoints since grant %q was authorized: its refresh token was not sent there and is not revoked upstream", g.Provider, g.Name))
+	} else if h.entry.endpoints().Revocation == "" {
 		warnings = append(warnings, fmt.Sprintf("provider %q has no revocation_url: the refresh token was not revoked upstream", g.Provider))
 	} else if !g.RefreshToken.isZero() {
 		kr, err := b.sealingKeys(ctx, s)
@@ -102,8 +104,10 @@ func (b *backend) revokeGrantUpstream(ctx context.Context, s logical.Storage, g 
 	return &logical.Response{Warnings: warnings}, nil
 }
 
+// revokeOutstanding revokes every live access token a lease of grant
+// grantID still holds, and forgets it.
 func (b *backend) revokeOutstanding(ctx context.Context, s logical.Storage, h *providerHandle, grantID string) error {
-	ids, err := s.List(ctx, outstandingPfx+grantID+"/")
+	ids, err := s.List(ctx, outstandingDir(grantID))
 	if err != nil {
 		return err
 	}
@@ -116,12 +120,11 @@ func (b *backend) revokeOutstanding(ctx context.Context, s logical.Storage, h *p
 	}
 	for _, id := range ids {
 		path := outstandingPath(grantID, id)
-		var ot outstandingToken
-		ok, err := getJSON(ctx, s, path, &ot)
+		ot, err := getOutstanding(ctx, s, path)
 		if err != nil {
 			return err
 		}
-		if ok && time.Now().Before(ot.Expiry) {
+		if ot != nil && ot.live(b.now()) {
 			token, err := kr.open(ot.AccessToken, tokenAAD(path))
 			if err != nil {
 				return err
@@ -141,39 +144,200 @@ func (b *backend) finishRevocation(ctx context.Context, s logical.Storage, g *gr
 	if g.EraseAfterRevoke {
 		return b.eraseGrant(ctx, s, g)
 	}
-	g.Status = statusExpired
-	g.RefreshToken = nil
-	if err := b.schedule(ctx, s, g); err != nil { // drops its due entry
+	g.revokedUpstream()
+	if err := b.saveGrantLocked(ctx, s, g); err != nil { // drops its due entry
 		return err
 	}
-	if err := b.putGrant(ctx, s, g); err != nil {
-		return err
-	}
-	return s.Delete(ctx, revokingPrefix+g.Name)
+	return s.Delete(ctx, revokingPath(g.Name))
 }
 
-// eraseGrant removes every trace of g from storage.
-func (b *backend) eraseGrant(ctx context.Context, s logical.Storage, g *grantEntry) error {
-	ids, err := s.List(ctx, outstandingPfx+g.ID+"/")
+// revokeAccessToken revokes a lease's token upstream (RFC 7009) and forgets
+// it. An expired token needs no call.
+func (b *backend) revokeAccessToken(ctx context.Context, s logical.Storage, ld *leaseData) error {
+	if ld.ExpiresAt.IsZero() || b.now().Before(ld.ExpiresAt) {
+		h, err := b.provider(ctx, s, ld.Provider)
+		if errors.Is(err, errUnknownProvider) {
+			b.logger.Error("cannot revoke token: its provider was deleted", "role", ld.Role, "provider", ld.Provider)
+			return logical.ErrUnrecoverable
+		}
+		if err != nil {
+			return err
+		}
+		if err := h.client.Revoke(ctx, ld.AccessToken, oauthclient.HintAccessToken); err != nil {
+			if revocationIsFinal(err) {
+				b.logger.Error("provider cannot revoke the token", "role", ld.Role, "provider", ld.Provider, "error", err)
+				return logical.ErrUnrecoverable
+			}
+			b.logger.Warn("revoking token upstream failed; Vault will retry", "role", ld.Role, "provider", ld.Provider, "error", err)
+			return fmt.Errorf("revoking token at provider %q: %w", ld.Provider, err)
+		}
+	}
+	if ld.GrantID != "" && ld.TokenID != "" {
+		if err := s.Delete(ctx, outstandingPath(ld.GrantID, ld.TokenID)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// releaseGrantLease takes a finished lease off its grant's count.
+func (b *backend) releaseGrantLease(ctx context.Context, s logical.Storage, ld *leaseData) error {
+	_, err := b.updateGrant(ctx, s, ld.Grant, func(g *grantEntry) error {
+		if g.ID != ld.GrantID || g.ActiveLeases == 0 {
+			return errUnchanged
+		}
+		g.ActiveLeases--
+		return nil
+	})
+	if isNoGrant(err) || errors.Is(err, errUnchanged) {
+		return nil
+	}
+	return err
+}
+
+// replacedToken is a refresh token that a new authorization replaced: it
+// is revoked upstream like a deleted grant's (queued, retried), so that
+// replacing a token never leaves the old one alive.
+type replacedToken struct {
+	Grant       string    `json:"grant"`
+	GrantID     string    `json:"grant_id"`
+	Provider    string    `json:"provider"`
+	Binding     string    `json:"binding,omitempty"`
+	Token       *sealed   `json:"token"`
+	QueuedAt    time.Time `json:"queued_at"`
+	Attempts    int       `json:"attempts"`
+	NextAttempt time.Time `json:"next_attempt"`
+}
+
+func (t *replacedToken) sealedFields(path string) []sealedField {
+	return []sealedField{{&t.Token, tokenAAD(path)}}
+}
+
+// queueReplaced queues g's current refresh token for revocation before a
+// new one replaces it; the caller holds g's lock. It is queued first: the
+// worker never revokes a token that is still the grant's own, so a crash
+// before the grant's write loses nothing.
+func (b *backend) queueReplaced(ctx context.Context, s logical.Storage, g *grantEntry) error {
+	if g.RefreshToken.isZero() || g.Status == statusRevoking {
+		return nil
+	}
+	kr, err := b.sealingKeys(ctx, s)
 	if err != nil {
 		return err
 	}
-	for _, id := range ids {
-		if err := s.Delete(ctx, outstandingPath(g.ID, id)); err != nil {
-			return err
+	old, err := kr.open(g.RefreshToken, g.aad())
+	if err != nil {
+		return fmt.Errorf("grant %q: %w", g.Name, err)
+	}
+	path := replacedPath(g.ID, randomID())
+	now := b.now().UTC()
+	t := &replacedToken{Grant: g.Name, GrantID: g.ID, Provider: g.Provider, Binding: g.Binding, QueuedAt: now, NextAttempt: now}
+	unlock := b.recordLocks.Lock(path)
+	defer unlock()
+	err = b.storeSealed(ctx, s, path, t, func(kr *keyring) (err error) {
+		t.Token, err = kr.seal(old, tokenAAD(path))
+		return err
+	})
+	if err == nil {
+		b.background.wake()
+	}
+	return err
+}
+
+// revokeReplaced makes one attempt at revoking a replaced refresh token if
+// it is due, and returns when the next attempt is due (zero when done).
+func (b *backend) revokeReplaced(ctx context.Context, s logical.Storage, key string, interval time.Duration) (time.Time, error) {
+	path := replacedPrefix + key
+	t, err := getReplaced(ctx, s, path)
+	if err != nil || t == nil {
+		return time.Time{}, err
+	}
+	if b.now().Before(t.NextAttempt) {
+		return t.NextAttempt, nil
+	}
+	kr, err := b.sealingKeys(ctx, s)
+	if err != nil {
+		return time.Time{}, err
+	}
+	token, err := kr.open(t.Token, tokenAAD(path))
+	if err != nil {
+		return time.Time{}, err
+	}
+	// Never revoke the grant's own token: the replacement may not have
+	// been stored (a crash between the two writes).
+	unlock := b.lockGrant(t.Grant)
+	g, err := b.loadGrantLocked(ctx, s, t.Grant)
+	if err == nil && g != nil && g.ID == t.GrantID && !g.RefreshToken.isZero() {
+		if cur, oerr := kr.open(g.RefreshToken, g.aad()); oerr == nil && cur == token && g.newRefreshToken == "" {
+			unlock()
+			return time.Time{}, s.Delete(ctx, path)
 		}
 	}
-	if !g.DueAt.IsZero() {
-		if err := s.Delete(ctx, duePath(g.DueAt, g.Name)); err != nil {
-			return err
+	unlock()
+	if err != nil {
+		return time.Time{}, err
+	}
+	h, err := b.provider(ctx, s, t.Provider)
+	switch {
+	case errors.Is(err, errUnknownProvider):
+		b.logger.Warn("replaced refresh token not revoked: its provider is gone", "grant", t.Grant, "provider", t.Provider)
+		return time.Time{}, s.Delete(ctx, path)
+	case err != nil:
+		return t.NextAttempt, err
+	case t.Binding != "" && t.Binding != h.entry.binding():
+		b.logger.Warn("replaced refresh token not revoked: its provider moved to other endpoints", "grant", t.Grant, "provider", t.Provider)
+		return time.Time{}, s.Delete(ctx, path)
+	case h.entry.endpoints().Revocation == "":
+		return time.Time{}, s.Delete(ctx, path)
+	}
+	if err := h.client.Revoke(ctx, token, oauthclient.HintRefreshToken); err != nil && !revocationIsFinal(err) {
+		t.Attempts++
+		t.NextAttempt = b.now().Add(retryBackoff(t.Attempts, interval)).UTC()
+		unlock := b.recordLocks.Lock(path)
+		defer unlock()
+		if perr := b.storeSealed(ctx, s, path, t, nil); perr != nil {
+			return time.Time{}, perr
 		}
+		return t.NextAttempt, fmt.Errorf("revoking a replaced refresh token of grant %q: %w", t.Grant, upstreamError(t.Provider, err, nil))
 	}
-	if err := s.Delete(ctx, grantPrefix+g.Name); err != nil {
-		return err
+	b.logger.Info("replaced refresh token revoked upstream", "grant", t.Grant, "provider", t.Provider)
+	return time.Time{}, s.Delete(ctx, path)
+}
+
+// deleteGrant revokes the grant's refresh token upstream and erases it;
+// when the upstream cannot be reached the grant stays revoking and the
+// worker retries. force erases without contacting upstream.
+func (b *backend) deleteGrant(ctx context.Context, s logical.Storage, name string, force bool) (*logical.Response, error) {
+	ctx = detached(ctx)
+	unlock := b.lockGrant(name)
+	defer unlock()
+
+	g, err := b.loadGrantLocked(ctx, s, name)
+	if err != nil || g == nil {
+		return nil, err
 	}
-	b.dropGrant(g.Name)
-	if err := b.unindexGrant(ctx, s, g.Name); err != nil {
-		return err
+	if force {
+		if err := b.eraseGrant(ctx, s, g); err != nil {
+			return nil, err
+		}
+		return &logical.Response{Warnings: []string{"grant erased without revoking anything upstream (force=true)"}}, nil
 	}
-	return s.Delete(ctx, revokingPrefix+g.Name)
+	if err := queueRevocation(ctx, s, name, b.now()); err != nil {
+		return nil, err
+	}
+	g.startRevoking()
+	if err := b.saveGrantLocked(ctx, s, g); err != nil {
+		return nil, err
+	}
+	done, err := b.revokeGrantUpstream(ctx, s, g)
+	if err != nil {
+		b.background.wake()
+		return &logical.Response{
+			Data: map[string]any{"status": statusRevoking, "last_error": g.LastError},
+			Warnings: []string{fmt.Sprintf(
+				"grant %q could not be revoked upstream (%s); it is kept as %q and the engine retries in the background. Use force=true to erase it without revoking upstream.",
+				name, g.LastError, statusRevoking)},
+		}, nil
+	}
+	return done, nil
 }

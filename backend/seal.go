@@ -7,13 +7,20 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/hashicorp/vault/sdk/logical"
 )
 
 // keyring holds the mount's AES-256-GCM keys that seal refresh tokens,
 // client secrets and private keys, on top of Vault's own barrier and seal
-// wrapping. Old versions stay until keys/rotate has re-sealed everything.
+// wrapping. Old versions stay until keys/rotate has verified that no stored
+// value names them.
 type keyring struct {
 	Current int            `json:"current"`
 	Keys    map[int][]byte `json:"keys"`
@@ -26,6 +33,122 @@ type sealed struct {
 }
 
 func (s *sealed) isZero() bool { return s == nil || len(s.Data) == 0 }
+
+// sealedField is one sealed value of a record with the associated data that
+// binds it to its owner, so a blob cannot be moved to another object.
+type sealedField struct {
+	value **sealed
+	aad   string
+}
+
+// sealedRecord is a stored record that holds sealed values. key is the
+// record's storage key.
+type sealedRecord interface {
+	sealedFields(key string) []sealedField
+}
+
+// sealedKind is one kind of stored record that holds sealed values. The
+// table of them (sealedKinds) is what SealWrapStorage and keys/rotate both
+// iterate: a new kind added there is wrapped, re-sealed and verified.
+type sealedKind struct {
+	name   string
+	prefix string
+	// lock takes the lock every writer of the record holds from load to
+	// store, so a re-seal never races a writer.
+	lock func(key string) (unlock func())
+	// load returns the record as its writers see it (nil if gone).
+	load func(ctx context.Context, s logical.Storage, key string) (sealedRecord, error)
+	// store writes it back after a re-seal; nil means storeSealed.
+	store func(ctx context.Context, s logical.Storage, key string, rec sealedRecord) error
+}
+
+// sealedKinds lists every kind of record that holds sealed values.
+func (b *backend) sealedKinds() []sealedKind {
+	lockKey := func(prefix string) func(string) func() {
+		return func(key string) func() { return b.recordLocks.Lock(prefix + key) }
+	}
+	return []sealedKind{
+		{
+			name: "grant", prefix: grantPrefix, lock: lockKey(grantPrefix),
+			load: func(ctx context.Context, s logical.Storage, name string) (sealedRecord, error) {
+				return asRecord(b.loadGrantLocked(ctx, s, name))
+			},
+			store: func(ctx context.Context, s logical.Storage, _ string, rec sealedRecord) error {
+				return b.storeGrant(ctx, s, rec.(*grantEntry))
+			},
+		},
+		{
+			name: "provider", prefix: providerPrefix, lock: lockKey(providerPrefix),
+			load: func(ctx context.Context, s logical.Storage, name string) (sealedRecord, error) {
+				return asRecord(getProvider(ctx, s, name))
+			},
+		},
+		{
+			name: "pending authorization", prefix: pendingPrefix, lock: lockKey(pendingPrefix),
+			load: func(ctx context.Context, s logical.Storage, key string) (sealedRecord, error) {
+				return asRecord(getPending(ctx, s, key))
+			},
+		},
+		{
+			name: "outstanding token", prefix: outstandingPrefix, lock: lockKey(outstandingPrefix),
+			load: func(ctx context.Context, s logical.Storage, key string) (sealedRecord, error) {
+				return asRecord(getOutstanding(ctx, s, outstandingPrefix+key))
+			},
+		},
+		{
+			name: "replaced token", prefix: replacedPrefix, lock: lockKey(replacedPrefix),
+			load: func(ctx context.Context, s logical.Storage, key string) (sealedRecord, error) {
+				return asRecord(getReplaced(ctx, s, replacedPrefix+key))
+			},
+		},
+		{
+			name: "shared token", prefix: sharedTokenPrefix,
+			// Shared tokens live in memory and are written by group commit
+			// (shared_tokens.go): their state lock is the record lock.
+			lock: func(role string) func() {
+				st := b.sharedStateOf(role)
+				st.mu.Lock()
+				return st.mu.Unlock
+			},
+			load: func(ctx context.Context, s logical.Storage, role string) (sealedRecord, error) {
+				st := b.sharedStateOf(role)
+				if err := st.loadLocked(ctx, s); err != nil {
+					return nil, err
+				}
+				return st.tokens, nil
+			},
+			store: func(ctx context.Context, s logical.Storage, role string, _ sealedRecord) error {
+				st := b.sharedStateOf(role)
+				wait := st.commitLocked(ctx, s)
+				st.mu.Unlock() // commitLocked's wait must run unlocked
+				err := wait()
+				st.mu.Lock()
+				return err
+			},
+		},
+	}
+}
+
+// asRecord turns a typed load into a sealedRecord, nil when absent.
+func asRecord[T interface {
+	*E
+	sealedRecord
+}, E any](rec T, err error) (sealedRecord, error) {
+	if rec == nil || err != nil {
+		return nil, err
+	}
+	return rec, nil
+}
+
+// sealWrapPaths are the prefixes Vault seal-wraps: every sealed kind and
+// the keyring.
+func (b *backend) sealWrapPaths() []string {
+	paths := []string{keysPrefix}
+	for _, k := range b.sealedKinds() {
+		paths = append(paths, k.prefix)
+	}
+	return paths
+}
 
 // sealingKeys returns the mount's keyring, creating it on first use.
 func (b *backend) sealingKeys(ctx context.Context, s logical.Storage) (*keyring, error) {
@@ -41,16 +164,11 @@ func (b *backend) sealingKeys(ctx context.Context, s logical.Storage) (*keyring,
 	if b.keyring != nil {
 		return b.keyring, nil
 	}
-	entry, err := s.Get(ctx, keyringPath)
+	kr, err := getKeyring(ctx, s)
 	if err != nil {
-		return nil, fmt.Errorf("reading sealing keys: %w", err)
+		return nil, err
 	}
-	kr = &keyring{}
-	if entry != nil {
-		if err := entry.DecodeJSON(kr); err != nil {
-			return nil, fmt.Errorf("decoding sealing keys: %w", err)
-		}
-	} else {
+	if kr == nil {
 		key, err := newAESKey()
 		if err != nil {
 			return nil, err
@@ -68,6 +186,30 @@ func (b *backend) setKeyring(kr *keyring) {
 	b.cacheMu.Lock()
 	b.keyring = kr
 	b.cacheMu.Unlock()
+}
+
+// storeSealed seals with the current key and stores, as one step that
+// keys/rotate cannot split: it holds keysMu for reading, so no key is
+// switched or retired between the seal and the write. seal (optional)
+// seals new values into rec; every other sealed field of rec is brought to
+// the current key too, so a record loaded before a rotation can never
+// write an old key back. The caller holds the record's lock.
+func (b *backend) storeSealed(ctx context.Context, s logical.Storage, key string, rec sealedRecord, seal func(*keyring) error) error {
+	b.keysMu.RLock()
+	defer b.keysMu.RUnlock()
+	kr, err := b.sealingKeys(ctx, s)
+	if err != nil {
+		return err
+	}
+	if seal != nil {
+		if err := seal(kr); err != nil {
+			return err
+		}
+	}
+	if _, err := resealRecord(kr, key, rec); err != nil {
+		return err
+	}
+	return putJSON(ctx, s, key, rec)
 }
 
 func newAESKey() ([]byte, error) {
@@ -90,6 +232,14 @@ func (kr *keyring) seal(plaintext, aad string) (*sealed, error) {
 		return nil, err
 	}
 	return &sealed{KeyVersion: kr.Current, Data: aead.Seal(nonce, nonce, []byte(plaintext), []byte(aad))}, nil
+}
+
+// sealOptional seals value, or clears the field when value is empty.
+func (kr *keyring) sealOptional(value, aad string) (*sealed, error) {
+	if value == "" {
+		return nil, nil
+	}
+	return kr.seal(value, aad)
 }
 
 var errUnsealFailed = errors.New("sealed value does not belong to this object or its key is gone")
@@ -125,37 +275,267 @@ func (kr *keyring) aead(version int) (cipher.AEAD, error) {
 	return cipher.NewGCM(block)
 }
 
-// reseal re-encrypts s under the current key if it is not already.
-func (kr *keyring) reseal(s *sealed, aad string) (*sealed, bool, error) {
-	if s.isZero() || s.KeyVersion == kr.Current {
-		return s, false, nil
+// resealRecord brings every sealed field of rec to the current key and
+// reports whether anything changed.
+func resealRecord(kr *keyring, key string, rec sealedRecord) (bool, error) {
+	changed := false
+	for _, f := range rec.sealedFields(key) {
+		s := *f.value
+		if s.isZero() || s.KeyVersion == kr.Current {
+			continue
+		}
+		pt, err := kr.open(s, f.aad)
+		if err != nil {
+			return false, err
+		}
+		if *f.value, err = kr.seal(pt, f.aad); err != nil {
+			return false, err
+		}
+		changed = true
 	}
-	pt, err := kr.open(s, aad)
+	return changed, nil
+}
+
+// keyVersionsOf returns the key versions rec's sealed fields name.
+func keyVersionsOf(key string, rec sealedRecord) []int {
+	var out []int
+	for _, f := range rec.sealedFields(key) {
+		if s := *f.value; !s.isZero() {
+			out = append(out, s.KeyVersion)
+		}
+	}
+	return out
+}
+
+// rotation is what keys/rotate did.
+type rotation struct {
+	KeyVersion int
+	Resealed   map[string]int // by kind
+	// Retained are old key versions kept because a stored value still
+	// names them; Stale names (up to a few of) those values.
+	Retained []int
+	Stale    []string
+	Duration time.Duration
+}
+
+// resealWorkers bounds how many records are re-sealed at once: each is a
+// storage read and write, so a few in flight hide the round trips.
+const resealWorkers = 8
+
+// maxStaleReported bounds the stale values named in a rotation's report.
+const maxStaleReported = 10
+
+// rotateKeys adds a new sealing key, re-seals every sealed kind under it,
+// verifies that no stored value names an old key and only then retires the
+// old keys. A value that still names one keeps its key in the keyring and
+// is reported; running keys/rotate again finishes the job.
+func (b *backend) rotateKeys(ctx context.Context, s logical.Storage) (*rotation, error) {
+	b.rotating.Lock()
+	defer b.rotating.Unlock()
+	start := time.Now()
+
+	// Switch: from here on every seal uses the new key. keysMu waits for
+	// every seal-and-store that may still hold the old keyring.
+	b.keysMu.Lock()
+	old, err := b.sealingKeys(ctx, s)
 	if err != nil {
-		return nil, false, err
+		b.keysMu.Unlock()
+		return nil, err
 	}
-	out, err := kr.seal(pt, aad)
-	return out, err == nil, err
+	key, err := newAESKey()
+	if err != nil {
+		b.keysMu.Unlock()
+		return nil, err
+	}
+	kr := &keyring{Keys: maps.Clone(old.Keys)}
+	for v := range kr.Keys {
+		kr.Current = max(kr.Current, v)
+	}
+	kr.Current++
+	kr.Keys[kr.Current] = key
+	if err := putJSON(ctx, s, keyringPath, kr); err != nil {
+		b.keysMu.Unlock()
+		return nil, err
+	}
+	b.setKeyring(kr)
+	b.keysMu.Unlock()
+
+	rot := &rotation{KeyVersion: kr.Current, Resealed: map[string]int{}}
+	for _, kind := range b.sealedKinds() {
+		n, err := b.resealKind(ctx, s, kr, kind)
+		rot.Resealed[kind.name] += n
+		if err != nil {
+			return nil, fmt.Errorf("re-sealing under key version %d stopped (run keys/rotate again to finish): %w", kr.Current, err)
+		}
+	}
+
+	stale, err := b.staleSealed(ctx, s, kr.Current)
+	if err != nil {
+		return nil, fmt.Errorf("verifying the re-seal under key version %d: %w", kr.Current, err)
+	}
+	b.keysMu.Lock()
+	final := &keyring{Current: kr.Current, Keys: map[int][]byte{kr.Current: key}}
+	for _, st := range stale {
+		final.Keys[st.version] = kr.Keys[st.version]
+	}
+	err = putJSON(ctx, s, keyringPath, final)
+	if err == nil {
+		b.setKeyring(final)
+	}
+	b.keysMu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	for v := range final.Keys {
+		if v != final.Current {
+			rot.Retained = append(rot.Retained, v)
+		}
+	}
+	sort.Ints(rot.Retained)
+	for _, st := range stale {
+		if len(rot.Stale) < maxStaleReported {
+			rot.Stale = append(rot.Stale, st.what)
+		}
+	}
+	if len(stale) > 0 {
+		b.logger.Warn("keys/rotate kept old sealing keys: stored values still name them; run keys/rotate again",
+			"retained", rot.Retained, "values", len(stale))
+	}
+	rot.Duration = time.Since(start)
+	return rot, nil
+}
+
+// resealKind re-seals every stored record of one kind, a few at a time.
+// A record deleted meanwhile is skipped.
+func (b *backend) resealKind(ctx context.Context, s logical.Storage, kr *keyring, kind sealedKind) (int, error) {
+	keys, err := listAll(ctx, s, kind.prefix)
+	if err != nil {
+		return 0, err
+	}
+	var (
+		next, resealed atomic.Int64
+		firstErr       error
+		errOnce        sync.Once
+		wg             sync.WaitGroup
+	)
+	for w := 0; w < resealWorkers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= len(keys) || ctx.Err() != nil {
+					return
+				}
+				changed, err := b.resealOne(ctx, s, kr, kind, keys[i])
+				if err != nil {
+					errOnce.Do(func() { firstErr = fmt.Errorf("%s %q: %w", kind.name, keys[i], err) })
+					next.Store(int64(len(keys))) // stop the others
+					return
+				}
+				if changed {
+					resealed.Add(1)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return int(resealed.Load()), firstErr
+}
+
+func (b *backend) resealOne(ctx context.Context, s logical.Storage, kr *keyring, kind sealedKind, key string) (bool, error) {
+	unlock := kind.lock(key)
+	defer unlock()
+	rec, err := kind.load(ctx, s, key)
+	if err != nil || rec == nil {
+		return false, err
+	}
+	path := kind.prefix + key
+	changed, err := resealRecord(kr, path, rec)
+	if err != nil || !changed {
+		return false, err
+	}
+	if kind.store != nil {
+		return true, kind.store(ctx, s, key, rec)
+	}
+	return true, b.storeSealed(ctx, s, path, rec, nil)
+}
+
+type staleValue struct {
+	version int
+	what    string
+}
+
+// staleSealed lists every stored (or unsaved) value that names a key other
+// than current: what keys/rotate must not retire.
+func (b *backend) staleSealed(ctx context.Context, s logical.Storage, current int) ([]staleValue, error) {
+	var stale []staleValue
+	for _, kind := range b.sealedKinds() {
+		keys, err := listAll(ctx, s, kind.prefix)
+		if err != nil {
+			return nil, err
+		}
+		if kind.prefix == sharedTokenPrefix {
+			keys = append(keys, b.sharedRoles()...)
+		}
+		if kind.prefix == grantPrefix {
+			keys = append(keys, b.unsavedGrantNames()...)
+		}
+		slices.Sort(keys)
+		keys = slices.Compact(keys)
+		for _, key := range keys {
+			unlock := kind.lock(key)
+			rec, err := kind.load(ctx, s, key)
+			var versions []int
+			if err == nil && rec != nil {
+				versions = keyVersionsOf(kind.prefix+key, rec)
+			}
+			unlock()
+			if err != nil {
+				return nil, err
+			}
+			for _, v := range versions {
+				if v != current {
+					stale = append(stale, staleValue{version: v, what: kind.name + " " + key})
+				}
+			}
+		}
+	}
+	return stale, nil
 }
 
 // Associated data for each kind of sealed value.
 func grantAAD(name, id string) string       { return "grant/" + name + "/" + id }
 func providerAAD(name, field string) string { return "provider/" + name + "/" + field }
 func tokenAAD(path string) string           { return "token/" + path }
+func pendingAAD(key string) string          { return "pending/" + key }
+func sharedAAD(role, id string) string      { return tokenAAD(sharedPath(role) + "/" + id) }
 
-func putJSON(ctx context.Context, s logical.Storage, key string, v any) error {
-	entry, err := logical.StorageEntryJSON(key, v)
-	if err != nil {
-		return err
-	}
-	return s.Put(ctx, entry)
+func (g *grantEntry) sealedFields(string) []sealedField {
+	return []sealedField{{&g.RefreshToken, g.aad()}}
 }
 
-// getJSON reads key into v and reports whether it existed.
-func getJSON(ctx context.Context, s logical.Storage, key string, v any) (bool, error) {
-	entry, err := s.Get(ctx, key)
-	if err != nil || entry == nil {
-		return false, err
+func (p *providerEntry) sealedFields(string) []sealedField {
+	return []sealedField{
+		{&p.ClientSecret, providerAAD(p.Name, "client_secret")},
+		{&p.ClientPrivateKey, providerAAD(p.Name, "client_private_key")},
 	}
-	return true, entry.DecodeJSON(v)
+}
+
+func (p *pendingAuth) sealedFields(path string) []sealedField {
+	return []sealedField{{&p.Secret, pendingAAD(path[len(pendingPrefix):])}}
+}
+
+func (t *outstandingToken) sealedFields(path string) []sealedField {
+	return []sealedField{{&t.AccessToken, tokenAAD(path)}}
+}
+
+func (st *sharedTokens) sealedFields(path string) []sealedField {
+	role := path[len(sharedTokenPrefix):]
+	ids := slices.Sorted(maps.Keys(st.Tokens))
+	out := make([]sealedField, 0, len(ids))
+	for _, id := range ids {
+		out = append(out, sealedField{&st.Tokens[id].AccessToken, sharedAAD(role, id)})
+	}
+	return out
 }

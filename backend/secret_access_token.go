@@ -94,7 +94,7 @@ func (b *backend) secretAccessTokenRenew(ctx context.Context, req *logical.Reque
 		if g == nil || g.ID != ld.GrantID {
 			return deny("grant %q no longer exists", ld.Grant)
 		}
-		if err := b.unusableError(g, time.Now()); err != nil {
+		if err := b.unusableError(g, b.now()); err != nil {
 			return deny("%s", err)
 		}
 	}
@@ -111,7 +111,7 @@ func (b *backend) secretAccessTokenRenew(ctx context.Context, req *logical.Reque
 			return deny("provider %q reports the token is no longer active", ld.Provider)
 		}
 	}
-	now := time.Now()
+	now := b.now()
 	if !ld.ExpiresAt.IsZero() && !now.Before(ld.ExpiresAt) {
 		return deny("the upstream token has expired; read creds/%s for a new one", ld.Role)
 	}
@@ -158,45 +158,4 @@ func (b *backend) secretAccessTokenRevoke(ctx context.Context, req *logical.Requ
 		return nil, logical.ErrUnrecoverable // unwrapped: gRPC matches it by identity
 	}
 	return nil, err
-}
-
-// revokeAccessToken revokes a lease's token upstream (RFC 7009) and forgets
-// it. An expired token needs no call.
-func (b *backend) revokeAccessToken(ctx context.Context, s logical.Storage, ld *leaseData) error {
-	if ld.ExpiresAt.IsZero() || time.Now().Before(ld.ExpiresAt) {
-		h, err := b.provider(ctx, s, ld.Provider)
-		if errors.Is(err, errUnknownProvider) {
-			b.logger.Error("cannot revoke token: its provider was deleted", "role", ld.Role, "provider", ld.Provider)
-			return logical.ErrUnrecoverable
-		}
-		if err != nil {
-			return err
-		}
-		if err := h.client.Revoke(ctx, ld.AccessToken, oauthclient.HintAccessToken); err != nil {
-			if revocationIsFinal(err) {
-				b.logger.Error("provider cannot revoke the token", "role", ld.Role, "provider", ld.Provider, "error", err)
-				return logical.ErrUnrecoverable
-			}
-			b.logger.Warn("revoking token upstream failed; Vault will retry", "role", ld.Role, "provider", ld.Provider, "error", err)
-			return fmt.Errorf("revoking token at provider %q: %w", ld.Provider, err)
-		}
-	}
-	if ld.GrantID != "" && ld.TokenID != "" {
-		if err := s.Delete(ctx, outstandingPath(ld.GrantID, ld.TokenID)); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// releaseGrantLease takes a finished lease off its grant's count.
-func (b *backend) releaseGrantLease(ctx context.Context, s logical.Storage, ld *leaseData) error {
-	unlock := b.grantLocks.Lock(ld.Grant)
-	defer unlock()
-	g, err := getGrant(ctx, s, ld.Grant)
-	if err != nil || g == nil || g.ID != ld.GrantID || g.ActiveLeases == 0 {
-		return err
-	}
-	g.ActiveLeases--
-	return b.putGrant(ctx, s, g)
 }

@@ -32,26 +32,12 @@ type sharedToken struct {
 	Leases        int64     `json:"leases"`
 }
 
-func sharedPath(role string) string { return sharedTokenPfx + role }
-
-func sharedAAD(role, id string) string { return tokenAAD(sharedPath(role) + "/" + id) }
-
-func loadShared(ctx context.Context, s logical.Storage, role string) (*sharedTokens, error) {
-	st := &sharedTokens{}
-	if _, err := getJSON(ctx, s, sharedPath(role), st); err != nil {
-		return nil, fmt.Errorf("reading shared tokens of role %q: %w", role, err)
-	}
-	if st.Tokens == nil {
-		st.Tokens = make(map[string]*sharedToken)
-	}
-	return st, nil
-}
-
 // sharedState is the in-memory copy of one role's shared tokens. Every
 // change is stored before the request that made it returns, but concurrent
 // changes share one write (group commit): the hot path of a token_reuse
 // role is one storage write per batch of reads, not per read.
 type sharedState struct {
+	b    *backend
 	role string
 
 	mu       sync.Mutex
@@ -65,7 +51,7 @@ func (b *backend) sharedStateOf(role string) *sharedState {
 	defer b.cacheMu.Unlock()
 	st := b.shared[role]
 	if st == nil {
-		st = &sharedState{role: role}
+		st = &sharedState{b: b, role: role}
 		b.shared[role] = st
 	}
 	return st
@@ -76,7 +62,7 @@ func (st *sharedState) loadLocked(ctx context.Context, s logical.Storage) error 
 	if st.tokens != nil {
 		return nil
 	}
-	tokens, err := loadShared(ctx, s, st.role)
+	tokens, err := getSharedTokens(ctx, s, st.role)
 	if err != nil {
 		return err
 	}
@@ -100,6 +86,7 @@ func (st *sharedState) commitLocked(ctx context.Context, s logical.Storage) (wai
 }
 
 func (st *sharedState) flush(ctx context.Context, s logical.Storage) {
+	b := st.b
 	for {
 		st.mu.Lock()
 		if len(st.waiters) == 0 {
@@ -109,12 +96,20 @@ func (st *sharedState) flush(ctx context.Context, s logical.Storage) {
 		}
 		batch := st.waiters
 		st.waiters = nil
+		// Sealed and stored as one step keys/rotate cannot split (see
+		// storeSealed): memory may hold a token sealed before a switch.
+		b.keysMu.RLock()
 		var err error
 		var entry *logical.StorageEntry
 		if st.tokens == nil {
 			err = fmt.Errorf("shared tokens of role %q were dropped after a failed write", st.role)
 		} else if len(st.tokens.Tokens) > 0 {
-			entry, err = logical.StorageEntryJSON(sharedPath(st.role), st.tokens)
+			var kr *keyring
+			if kr, err = b.sealingKeys(ctx, s); err == nil {
+				if _, err = resealRecord(kr, sharedPath(st.role), st.tokens); err == nil {
+					entry, err = logical.StorageEntryJSON(sharedPath(st.role), st.tokens)
+				}
+			}
 		}
 		st.mu.Unlock()
 
@@ -125,6 +120,7 @@ func (st *sharedState) flush(ctx context.Context, s logical.Storage) {
 				err = s.Delete(ctx, sharedPath(st.role))
 			}
 		}
+		b.keysMu.RUnlock()
 		if err != nil {
 			// Memory may now be ahead of storage: reload before next use.
 			st.mu.Lock()
@@ -181,7 +177,7 @@ func (b *backend) reuseCurrentLocked(ctx context.Context, s logical.Storage, rol
 	if cur == nil || cur.Fingerprint != role.fingerprint() {
 		return nil, nil
 	}
-	if !cur.Expiry.IsZero() && time.Until(cur.Expiry) < max(role.MinRemaining, cfg.RefreshSkew) {
+	if !cur.Expiry.IsZero() && cur.Expiry.Sub(b.now()) < max(role.MinRemaining, cfg.RefreshSkew) {
 		return nil, nil
 	}
 	it := &issuedToken{provider: cur.Provider, revocation: cur.Revocation, tokenID: tokens.Current, shared: true}
@@ -189,6 +185,9 @@ func (b *backend) reuseCurrentLocked(ctx context.Context, s logical.Storage, rol
 		// Zero trust on every lease, also when no refresh is needed.
 		g, err := b.checkedGrant(ctx, s, role.Grant)
 		if err != nil {
+			return nil, err
+		}
+		if err := role.checkGrantScopes(g); err != nil {
 			return nil, err
 		}
 		if g.ID != cur.GrantID {
@@ -286,9 +285,20 @@ func (b *backend) releaseShared(ctx context.Context, s logical.Storage, ld *leas
 	return wait()
 }
 
+// sharedRoles names the roles whose shared tokens are in memory.
+func (b *backend) sharedRoles() []string {
+	b.cacheMu.RLock()
+	defer b.cacheMu.RUnlock()
+	roles := make([]string, 0, len(b.shared))
+	for r := range b.shared {
+		roles = append(roles, r)
+	}
+	return roles
+}
+
 // sharedLeasesOf counts the leases that hold shared tokens of grant g.
 func (b *backend) sharedLeasesOf(ctx context.Context, s logical.Storage, g *grantEntry) (int64, error) {
-	roles, err := s.List(ctx, sharedTokenPfx)
+	roles, err := s.List(ctx, sharedTokenPrefix)
 	if err != nil {
 		return 0, err
 	}
