@@ -25,6 +25,14 @@ type fakeUpstream struct {
 	refreshes  int
 	revoked    []string
 	extraScope string
+	// noExpiry leaves expires_in out of token responses.
+	noExpiry bool
+	// codes are authorization codes not yet redeemed; exchanges counts
+	// every code redemption.
+	codes     map[string]string
+	exchanges int
+	// gate, when set, holds every token request until it is closed.
+	gate chan struct{}
 }
 
 type fakeRefresh struct {
@@ -82,6 +90,12 @@ func oauthError(w http.ResponseWriter, status int, code string) {
 func (f *fakeUpstream) token(w http.ResponseWriter, r *http.Request) {
 	r.ParseForm()
 	f.mu.Lock()
+	gate := f.gate
+	f.mu.Unlock()
+	if gate != nil {
+		<-gate
+	}
+	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.injectFailure(w) {
 		return
@@ -127,11 +141,24 @@ func (f *fakeUpstream) token(w http.ResponseWriter, r *http.Request) {
 		}
 		resp["issued_token_type"] = "urn:ietf:params:oauth:token-type:access_token"
 	case "authorization_code":
-		oauthError(w, 400, "invalid_grant") // this fake issues no codes
-		return
+		f.exchanges++
+		code := r.PostForm.Get("code")
+		scopes, ok := f.codes[code]
+		if !ok {
+			oauthError(w, 400, "invalid_grant")
+			return
+		}
+		delete(f.codes, code)
+		grant = fmt.Sprintf("g%d", f.seq)
+		next := fmt.Sprintf("rt-%d-secret", f.seq)
+		f.refresh[next] = &fakeRefresh{grant: grant, scopes: scopes}
+		resp["refresh_token"] = next
 	default:
 		oauthError(w, 400, "unsupported_grant_type")
 		return
+	}
+	if f.noExpiry {
+		delete(resp, "expires_in")
 	}
 	if f.extraScope != "" {
 		scopes = strings.TrimSpace(scopes + " " + f.extraScope)
@@ -208,4 +235,48 @@ func (f *fakeUpstream) grantAlive(grant string) bool {
 		}
 	}
 	return false
+}
+
+// issueCode makes an authorization code for a new grant with scopes.
+func (f *fakeUpstream) issueCode(scopes string) string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.seq++
+	code := fmt.Sprintf("code-%d", f.seq)
+	if f.codes == nil {
+		f.codes = map[string]string{}
+	}
+	f.codes[code] = scopes
+	return code
+}
+
+// wasRevoked says whether token was sent to the revocation endpoint.
+func (f *fakeUpstream) wasRevoked(token string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, t := range f.revoked {
+		if t == token {
+			return true
+		}
+	}
+	return false
+}
+
+// set changes the fake's behaviour under its lock.
+func (f *fakeUpstream) set(change func(f *fakeUpstream)) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	change(f)
+}
+
+// refreshDirect redeems a refresh token at the fake as another client
+// would (a node that died before storing the answer).
+func (f *fakeUpstream) refreshDirect(rt string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if r := f.refresh[rt]; r != nil && f.rotate {
+		r.used = true
+		f.seq++
+		f.refresh[fmt.Sprintf("rt-%d-secret", f.seq)] = &fakeRefresh{grant: r.grant, scopes: r.scopes}
+	}
 }

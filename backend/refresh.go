@@ -123,6 +123,10 @@ func (b *backend) refreshGrant(ctx context.Context, s logical.Storage, name stri
 		g.ActiveLeases++
 	}
 	if err := b.storeRotation(ctx, s, g); err != nil {
+		if acceptErr == nil && rr.countLease {
+			g.ActiveLeases-- // no lease will hold this token
+		}
+		b.keepUnsaved(g)
 		return nil, err
 	}
 	// A refused token comes back with the error so the caller can revoke it.
@@ -131,10 +135,10 @@ func (b *backend) refreshGrant(ctx context.Context, s logical.Storage, name stri
 
 // storeRotation persists a grant right after a refresh. Losing this write
 // after a rotation would burn the grant at the next refresh, so it is
-// retried briefly; if storage still fails, the grant is kept in memory
-// (unsaved) where the next refresh finds it and the background worker
-// keeps retrying the write. The caller's refresh fails: the token it got
-// is not handed out while the grant is not safely stored.
+// retried briefly; if storage still fails, the caller keeps the grant in
+// memory (keepUnsaved) where the next refresh finds it and the background
+// worker keeps retrying the write. The refresh fails: the token it got is
+// not handed out while the grant is not safely stored.
 func (b *backend) storeRotation(ctx context.Context, s logical.Storage, g *grantEntry) error {
 	var err error
 	for attempt := 0; attempt < 3; attempt++ {
@@ -146,7 +150,6 @@ func (b *backend) storeRotation(ctx context.Context, s logical.Storage, g *grant
 	if err == nil {
 		return nil
 	}
-	b.keepUnsaved(g)
 	b.logger.Error("storing refreshed grant failed; the grant is kept in memory and the write retried in the background",
 		"grant", g.Name, "error", err)
 	return fmt.Errorf("storing grant %q after a refresh failed; the engine keeps retrying: %w", g.Name, err)

@@ -21,6 +21,9 @@ type Metadata struct {
 	DeviceAuthorizationEndpoint       string   `json:"device_authorization_endpoint"`
 	ScopesSupported                   []string `json:"scopes_supported"`
 	TokenEndpointAuthMethodsSupported []string `json:"token_endpoint_auth_methods_supported"`
+	// IssParameterSupported: the server sends iss in authorization
+	// responses (RFC 9207), so a response without it is refused.
+	IssParameterSupported bool `json:"authorization_response_iss_parameter_supported"`
 }
 
 // Endpoints returns the discovered endpoints.

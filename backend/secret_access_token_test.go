@@ -1,0 +1,39 @@
+package backend
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/vault/sdk/logical"
+)
+
+func TestRenewReverifies(t *testing.T) {
+	env := newTestEnv(t)
+	env.mustWrite("grants/g", map[string]any{"provider": "up", "refresh_token": env.up.mint("read")})
+	env.mustWrite("roles/r", map[string]any{"grant": "g", "verify_on_renew": true, "ttl": 60})
+	resp, err := env.creds("r")
+	if err != nil {
+		t.Fatal(err)
+	}
+	renew := func() error {
+		resp.Secret.IssueTime = time.Now()
+		_, err := env.b.HandleRequest(context.Background(), &logical.Request{Operation: logical.RenewOperation, Storage: env.storage, Secret: resp.Secret})
+		return err
+	}
+	if err := renew(); err != nil {
+		t.Fatalf("renew: %v", err)
+	}
+	env.up.mu.Lock()
+	env.up.killGrant("g1")
+	env.up.mu.Unlock()
+	if err := renew(); err == nil || !strings.Contains(err.Error(), "no longer active") {
+		t.Fatalf("renew of a dead token: %v", err)
+	}
+	env.mustWrite("roles/r", map[string]any{"verify_on_renew": false})
+	env.do(logical.DeleteOperation, "grants/g", map[string]any{"force": true})
+	if err := renew(); err == nil || !strings.Contains(err.Error(), "grant") {
+		t.Fatalf("renew after grant deletion: %v", err)
+	}
+}
