@@ -13,6 +13,8 @@ import (
 )
 
 func main() {
+	watchParent()
+
 	apiClientMeta := &api.PluginAPIClientMeta{}
 	flags := apiClientMeta.FlagSet()
 	if err := flags.Parse(os.Args[1:]); err != nil {

@@ -108,3 +108,23 @@ func TestVaultOptionsAndPluginStats(t *testing.T) {
 	// No audit log to read: only the server log is searched.
 	harness.AssertNoSecretsInLogs(t, v, harness.RandomHex(t, 16))
 }
+
+// TestVaultKillThenStop checks Kill and the reaping after it: Kill leaves the
+// plugin processes alone, and Stop leaves none of them running.
+func TestVaultKillThenStop(t *testing.T) {
+	v := harness.StartVaultWith(t, harness.VaultOptions{NoAudit: true})
+	v.PluginPID(t)
+	pids := v.Kill(t)
+	if len(pids) == 0 {
+		t.Fatalf("Kill: no plugin process was running")
+	}
+	if !harness.ProcessGone(v.PID()) {
+		t.Fatalf("Kill: vault pid %d still running", v.PID())
+	}
+	v.Stop(t)
+	for _, pid := range pids {
+		if !harness.ProcessGone(pid) {
+			t.Errorf("plugin pid %d still running after Stop", pid)
+		}
+	}
+}

@@ -17,6 +17,10 @@ type process struct {
 	done    chan struct{}
 	waitErr error
 	stopped bool
+	// children maps the pids of the processes this one started (Vault's
+	// plugins) to their start times. They are recorded while it runs: once it
+	// is gone, /proc no longer links an orphan to it.
+	children map[int]uint64
 }
 
 func startProcess(name, logPath string, env []string, bin string, args ...string) (*process, error) {
@@ -41,7 +45,7 @@ func startProcess(name, logPath string, env []string, bin string, args ...string
 		logFile.Close()
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
-	p := &process{name: name, cmd: cmd, logPath: logPath, done: make(chan struct{})}
+	p := &process{name: name, cmd: cmd, logPath: logPath, done: make(chan struct{}), children: map[int]uint64{}}
 	go func() {
 		p.waitErr = cmd.Wait()
 		logFile.Close()
@@ -60,7 +64,8 @@ func (p *process) exited() bool {
 }
 
 // stop sends SIGTERM to the process group, waits up to grace, then SIGKILLs
-// the whole group (including any stragglers such as orphaned plugins).
+// the whole group and every child recorded by recordChildren that is still
+// running (orphaned plugins that left the group, or outlived a kill).
 func (p *process) stop(grace time.Duration) {
 	if p == nil || p.stopped {
 		return
@@ -68,6 +73,7 @@ func (p *process) stop(grace time.Duration) {
 	p.stopped = true
 	pgid := p.cmd.Process.Pid
 	if !p.exited() {
+		p.recordChildren()
 		_ = syscall.Kill(-pgid, syscall.SIGTERM)
 		select {
 		case <-p.done:
@@ -79,4 +85,58 @@ func (p *process) stop(grace time.Duration) {
 	case <-p.done:
 	case <-time.After(10 * time.Second):
 	}
+	p.reapChildren()
+}
+
+// kill SIGKILLs the process alone, as a crash would, and waits for it to
+// exit. Its children are left running; they are recorded first so that stop
+// can kill them.
+func (p *process) kill() error {
+	if p.exited() {
+		return fmt.Errorf("%s already exited (%v)", p.name, p.waitErr)
+	}
+	p.recordChildren()
+	if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		return fmt.Errorf("kill %s: %w", p.name, err)
+	}
+	select {
+	case <-p.done:
+		return nil
+	case <-time.After(10 * time.Second):
+		return fmt.Errorf("%s (pid %d) did not exit within 10s of SIGKILL", p.name, p.cmd.Process.Pid)
+	}
+}
+
+// recordChildren adds the current children of the process to p.children.
+func (p *process) recordChildren() {
+	for _, c := range childProcs(p.cmd.Process.Pid, "") {
+		p.children[c.pid] = c.start
+	}
+}
+
+// reapChildren SIGKILLs the recorded children that are still running and
+// waits up to 5s for them to go. The start time guards against a recycled
+// pid.
+func (p *process) reapChildren() {
+	var alive []int
+	for pid, start := range p.children {
+		if _, s, state, ok := readProcStat(pid); ok && s == start && state != "Z" {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+			alive = append(alive, pid)
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for _, pid := range alive {
+		for !ProcessGone(pid) && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+}
+
+// ProcessGone reports whether process pid has exited: /proc/PID is absent or
+// the process is a zombie (exited, not yet reaped by its parent, which for an
+// orphan is init or a subreaper).
+func ProcessGone(pid int) bool {
+	_, _, state, ok := readProcStat(pid)
+	return !ok || state == "Z" || state == "X"
 }

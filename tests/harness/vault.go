@@ -211,10 +211,24 @@ func (e *CLIError) ExitCode() int {
 }
 
 // Stop stops Vault (SIGTERM to its process group, which also reaches the
-// plugin, then SIGKILL after 15s).
+// plugin, then SIGKILL after 15s) and SIGKILLs any plugin process of it that
+// is still running.
 func (v *Vault) Stop(t testing.TB) {
 	t.Helper()
 	v.proc.stop(15 * time.Second)
+}
+
+// Kill SIGKILLs the Vault server alone, as a crash or the OOM killer would,
+// and waits for it to exit. It returns the pids of the plugin processes that
+// were running. Nothing else is signalled, so a test can watch what they do
+// on their own; Stop and t's cleanup SIGKILL any of them still running.
+func (v *Vault) Kill(t testing.TB) []int {
+	t.Helper()
+	pids := v.PluginPIDs()
+	if err := v.proc.kill(); err != nil {
+		t.Fatalf("Kill: %v", err)
+	}
+	return pids
 }
 
 // PluginPID returns the pid of the running plugin process: a child of the
@@ -253,7 +267,12 @@ type procInfo struct {
 }
 
 func (v *Vault) pluginProcs() []procInfo {
-	parent := v.proc.cmd.Process.Pid
+	return childProcs(v.proc.cmd.Process.Pid, PluginName)
+}
+
+// childProcs returns the live (not zombie) children of parent whose command
+// line contains substr ("" matches all).
+func childProcs(parent int, substr string) []procInfo {
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
 		return nil
@@ -269,7 +288,7 @@ func (v *Vault) pluginProcs() []procInfo {
 			continue
 		}
 		cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-		if err != nil || !bytes.Contains(cmdline, []byte(PluginName)) {
+		if err != nil || !bytes.Contains(cmdline, []byte(substr)) {
 			continue
 		}
 		out = append(out, procInfo{pid: pid, start: start})
