@@ -280,3 +280,15 @@ func (f *fakeUpstream) refreshDirect(rt string) {
 		f.refresh[fmt.Sprintf("rt-%d-secret", f.seq)] = &fakeRefresh{grant: r.grant, scopes: r.scopes}
 	}
 }
+
+func (f *fakeUpstream) exchangeCount() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.exchanges
+}
+
+func (f *fakeUpstream) refreshCount() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.refreshes
+}

@@ -24,7 +24,7 @@ import (
 // device flow may take whatever the provider says.
 const (
 	authorizationLifetime = 10 * time.Minute
-	maxDeviceLifetime     = 30 * time.Minute
+	maxDeviceLifetime     = oauthclient.MaxDeviceFlowLifetime
 	// maxPendingPerGrant bounds the code flows one grant may have open, so
 	// one caller cannot fill the mount's max_pending_authorizations.
 	maxPendingPerGrant = 5
@@ -403,7 +403,8 @@ func (b *backend) pollDevice(ctx context.Context, s logical.Storage, key string,
 		return time.Time{}
 	case oauthclient.HasCode(err, oauthclient.ErrCodeAuthorizationPending):
 	case oauthclient.HasCode(err, oauthclient.ErrCodeSlowDown):
-		p.Interval += 5 // RFC 8628 §3.5
+		// RFC 8628 §3.5, within the client's bound on intervals.
+		p.Interval = min(p.Interval+5, int64(oauthclient.MaxDeviceInterval/time.Second))
 	case oauthclient.HasCode(err, oauthclient.ErrCodeAccessDenied), oauthclient.HasCode(err, oauthclient.ErrCodeExpiredToken):
 		if done, _ := b.consumePending(ctx, s, key); done != nil {
 			b.failFlow(ctx, s, p, "the device authorization was denied or expired upstream; start it again")

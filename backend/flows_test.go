@@ -1,9 +1,14 @@
 package backend
 
 import (
+	"context"
+	"fmt"
 	"net/http"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/vault/sdk/logical"
 )
@@ -50,4 +55,84 @@ func TestMaxPendingAuthorizations(t *testing.T) {
 	if err != nil || !resp.IsError() || !strings.Contains(resp.Error().Error(), "redirect_uri") {
 		t.Fatalf("authorize without redirect_uri: %v %v", err, resp)
 	}
+}
+
+// authorizeNew starts a code flow for a new grant and returns its state.
+func authorizeNew(t *testing.T, env *testEnv, name string) string {
+	t.Helper()
+	env.mustWrite("config", map[string]any{"redirect_uri": "http://127.0.0.1:8200/v1/oauth/callback"})
+	env.mustWrite("providers/up", map[string]any{"authorization_url": env.up.URL + "/authorize"})
+	resp := env.mustWrite("grants/"+name+"/authorize", map[string]any{"provider": "up", "scopes": "read"})
+	return resp.Data["state"].(string)
+}
+
+func TestCallbackCompletesTheGrant(t *testing.T) {
+	env := newTestEnv(t)
+	state := authorizeNew(t, env, "web")
+	resp, err := env.do(logical.ReadOperation, "callback", map[string]any{"state": state, "code": env.up.issueCode("read")})
+	if err != nil || resp.Data["status"] != statusActive || resp.Data["grant"] != "web" {
+		t.Fatalf("callback: %v %v", err, resp)
+	}
+	env.mustWrite("roles/r", map[string]any{"grant": "web"})
+	if _, err := env.creds("r"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Single use was load-then-delete: two concurrent callbacks with one state
+// could both exchange a code.
+func TestCallbackStateIsSingleUseUnderConcurrency(t *testing.T) {
+	env := newTestEnv(t)
+	for round := 0; round < 20; round++ {
+		name := fmt.Sprintf("web%d", round)
+		state := authorizeNew(t, env, name)
+		codes := []string{env.up.issueCode("read"), env.up.issueCode("read")}
+		before := env.up.exchangeCount()
+		var wg sync.WaitGroup
+		var ok atomic.Int64
+		for _, code := range codes {
+			wg.Add(1)
+			go func(code string) {
+				defer wg.Done()
+				if resp, err := env.do(logical.ReadOperation, "callback", map[string]any{"state": state, "code": code}); err == nil && !resp.IsError() {
+					ok.Add(1)
+				}
+			}(code)
+		}
+		wg.Wait()
+		if n := env.up.exchangeCount() - before; n != 1 || ok.Load() != 1 {
+			t.Fatalf("round %d: one state led to %d code exchanges and %d successes", round, n, ok.Load())
+		}
+	}
+}
+
+// A pending grant whose flow ended without completing (the state was used
+// and the node died before recording the outcome) used to stay pending.
+func TestPendingGrantWithoutAFlowIsEnded(t *testing.T) {
+	env := newTestEnv(t)
+	state := authorizeNew(t, env, "web")
+	// The state is consumed and nothing else happens.
+	if err := env.storage.Delete(context.Background(), pendingPath(pendingKeyForState(state))); err != nil {
+		t.Fatal(err)
+	}
+	env.clock.Advance(authorizationLifetime + pendingGrace + time.Minute)
+	env.sweep()
+	g := env.grant("web")
+	if g["status"] != statusInvalid || !strings.Contains(g["last_error"].(string), "without completing") {
+		t.Fatalf("grant after its flow vanished = %v", g)
+	}
+}
+
+func TestPendingAuthorizationsPerGrantAreCappedBeforeUpstream(t *testing.T) {
+	env := newTestEnv(t)
+	authorizeNew(t, env, "web")
+	for i := 1; i < maxPendingPerGrant; i++ {
+		env.mustWrite("grants/web/authorize", nil)
+	}
+	_, err := env.do(logical.UpdateOperation, "grants/web/authorize", nil)
+	if statusOf(err) != http.StatusTooManyRequests || !strings.Contains(err.Error(), "web") {
+		t.Fatalf("authorization %d of one grant: %v", maxPendingPerGrant+1, err)
+	}
+	// Another grant is not affected.
+	env.mustWrite("grants/other/authorize", map[string]any{"provider": "up"})
 }

@@ -123,3 +123,80 @@ func TestLifecycleSweep(t *testing.T) {
 		t.Fatalf("plain grant = %v", g)
 	}
 }
+
+// Replacing a grant's refresh token (re-import, re-authorization) used to
+// leave the old one alive upstream.
+func TestReplacedRefreshTokenIsRevokedUpstream(t *testing.T) {
+	env := newTestEnv(t)
+	old := env.up.mint("read")
+	env.mustWrite("grants/g", map[string]any{"provider": "up", "refresh_token": old})
+	env.mustWrite("grants/g", map[string]any{"refresh_token": env.up.mint("read")})
+	env.sweep()
+	if !env.up.wasRevoked(old) || env.up.grantAlive("g1") {
+		t.Fatal("the replaced refresh token is still alive upstream")
+	}
+	if !env.up.grantAlive("g2") {
+		t.Fatal("the new refresh token was revoked")
+	}
+	// The queue is empty afterwards.
+	if keys, _ := listAll(context.Background(), env.storage, replacedPrefix); len(keys) != 0 {
+		t.Fatalf("replaced tokens still queued: %v", keys)
+	}
+}
+
+// The queue never revokes a token that is still the grant's own (a crash
+// between queueing and storing the replacement).
+func TestReplacedQueueSparesTheGrantsOwnToken(t *testing.T) {
+	env := newTestEnv(t)
+	env.mustWrite("grants/g", map[string]any{"provider": "up", "refresh_token": env.up.mint("read")})
+	g := env.storedGrant("g")
+	if err := env.b.queueReplaced(context.Background(), env.storage, g); err != nil {
+		t.Fatal(err)
+	}
+	env.sweep()
+	if !env.up.grantAlive("g1") {
+		t.Fatal("the queue revoked the grant's current refresh token")
+	}
+}
+
+// Re-importing into an expired grant starts its lifecycle again instead of
+// expiring it at once.
+func TestReimportRestartsTheLifecycleClocks(t *testing.T) {
+	env := newTestEnv(t)
+	env.mustWrite("grants/g", map[string]any{"provider": "up", "refresh_token": env.up.mint("read"), "max_age": 3600})
+	env.clock.Advance(2 * time.Hour)
+	env.mustWrite("roles/r", map[string]any{"grant": "g"})
+	if _, err := env.creds("r"); statusOf(err) != http.StatusBadRequest {
+		t.Fatalf("creds past max_age: %v", err)
+	}
+	env.mustWrite("grants/g", map[string]any{"refresh_token": env.up.mint("read")})
+	if g := env.grant("g"); g["status"] != statusActive {
+		t.Fatalf("re-imported grant = %v", g)
+	}
+	if _, err := env.creds("r"); err != nil {
+		t.Fatalf("creds after re-import: %v", err)
+	}
+}
+
+// owner_entity_id could be cleared by any grant writer, letting a departing
+// owner's grant escape offboarding.
+func TestChangingTheOwnerNeedsChangeOwner(t *testing.T) {
+	env := newTestEnv(t)
+	ctx := context.Background()
+	if _, err := env.b.HandleRequest(ctx, &logical.Request{
+		Operation: logical.CreateOperation, Path: "grants/g", Storage: env.storage, EntityID: "entity-alice",
+		Data: map[string]any{"provider": "up", "refresh_token": env.up.mint("read")},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := env.do(logical.UpdateOperation, "grants/g", map[string]any{"owner_entity_id": ""})
+	if err != nil || !resp.IsError() || !strings.Contains(resp.Error().Error(), "change_owner") {
+		t.Fatalf("clearing the owner without change_owner: %v %v", err, resp)
+	}
+	if g := env.grant("g"); g["owner_entity_id"] != "entity-alice" {
+		t.Fatalf("owner changed anyway: %v", g)
+	}
+	if resp := env.mustWrite("grants/g", map[string]any{"owner_entity_id": "", "change_owner": true}); resp.Data["owner_entity_id"] != "" {
+		t.Fatalf("change_owner did not change it: %v", resp.Data)
+	}
+}

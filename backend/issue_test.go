@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/vault/sdk/logical"
+	"github.com/vault-plugin-secrets-oauth/vault-plugin-secrets-oauth/backend/oauthclient"
 )
 
 func TestCredsResponseAndDownScoping(t *testing.T) {
@@ -244,3 +245,99 @@ func TestTokenExchangeRole(t *testing.T) {
 		}
 	}
 }
+
+// The role's scope subset check ran only at role write: narrowing the
+// grant afterwards let the role ask for more than the grant carries.
+func TestScopeSubsetIsCheckedAtIssue(t *testing.T) {
+	env := newTestEnv(t)
+	env.mustWrite("grants/g", map[string]any{"provider": "up", "refresh_token": env.up.mint("read write"), "scopes": "read,write"})
+	env.mustWrite("roles/r", map[string]any{"grant": "g", "scopes": "write"})
+	env.mustWrite("grants/g", map[string]any{"scopes": "read"})
+	_, err := env.creds("r")
+	if statusOf(err) != http.StatusBadRequest || !strings.Contains(err.Error(), "write") {
+		t.Fatalf("creds with scopes the grant no longer carries: %v", err)
+	}
+	if env.up.refreshCount() != 0 {
+		t.Fatal("the refresh was sent upstream before the check")
+	}
+}
+
+// A token strict_scopes refuses is nobody's: revoke it where that does not
+// kill the grant.
+func TestStrictScopesRevokesTheRefusedToken(t *testing.T) {
+	env := newTestEnv(t)
+	env.up.set(func(f *fakeUpstream) { f.cascade, f.extraScope = false, "admin" })
+	env.mustWrite("providers/up", map[string]any{"revocation_cascades": false})
+	env.mustWrite("grants/g", map[string]any{"provider": "up", "refresh_token": env.up.mint("read")})
+	env.mustWrite("roles/r", map[string]any{"grant": "g", "scopes": "read"})
+	if _, err := env.creds("r"); statusOf(err) != http.StatusBadRequest {
+		t.Fatalf("creds with an over-wide token: %v", err)
+	}
+	var issued []string
+	env.up.set(func(f *fakeUpstream) {
+		for tok := range f.access {
+			issued = append(issued, tok)
+		}
+	})
+	if len(issued) != 1 || env.up.isActive(issued[0]) {
+		t.Fatalf("the refused token is alive upstream: %v", issued)
+	}
+	if !env.up.grantAlive("g1") {
+		t.Fatal("revoking the refused token killed the grant")
+	}
+}
+
+func TestLeaseTTL(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		name   string
+		role   time.Duration
+		expiry time.Time
+		skew   time.Duration
+		want   time.Duration
+	}{
+		{"no expiry: the role's ttl", 5 * time.Minute, time.Time{}, 10 * time.Second, 5 * time.Minute},
+		{"no expiry, no ttl: Vault's default", 0, time.Time{}, 10 * time.Second, 0},
+		{"token outlives the role's ttl", 5 * time.Minute, now.Add(time.Hour), 10 * time.Second, 5 * time.Minute},
+		{"token shorter than the ttl: its life less the skew", time.Hour, now.Add(5 * time.Minute), 10 * time.Second, 5*time.Minute - 10*time.Second},
+		{"no ttl: the token's life less the skew", 0, now.Add(5 * time.Minute), 10 * time.Second, 5*time.Minute - 10*time.Second},
+		{"too short to spare the skew", time.Hour, now.Add(15 * time.Second), 10 * time.Second, 15 * time.Second},
+		{"already expired: one second", time.Hour, now.Add(-time.Minute), 10 * time.Second, time.Second},
+	} {
+		if got := leaseTTL(tc.role, tc.expiry, tc.skew, now); got != tc.want {
+			t.Errorf("%s: leaseTTL = %s, want %s", tc.name, got, tc.want)
+		}
+	}
+}
+
+func TestCheckScopes(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		role     []string
+		strict   bool
+		returned *string
+		wantErr  bool
+		wantWarn bool
+	}{
+		{"role without scopes takes anything", nil, true, ptr("read admin"), false, false},
+		{"no scope in the response", []string{"read"}, true, nil, false, false},
+		{"exactly the role's", []string{"read"}, true, ptr("read"), false, false},
+		{"narrower than the role's", []string{"read", "write"}, true, ptr("read"), false, false},
+		{"wider, strict: refused", []string{"read"}, true, ptr("read admin"), true, false},
+		{"wider, not strict: a warning", []string{"read"}, false, ptr("read admin"), false, true},
+	} {
+		tok := &oauthclient.Token{AccessToken: "x"}
+		if tc.returned != nil {
+			tok.ScopeReturned, tok.Scopes = true, strings.Fields(*tc.returned)
+		}
+		warnings, err := checkScopes(&roleEntry{Name: "r", Scopes: tc.role, StrictScopes: tc.strict}, tok)
+		if (err != nil) != tc.wantErr || (len(warnings) > 0) != tc.wantWarn {
+			t.Errorf("%s: warnings=%v err=%v", tc.name, warnings, err)
+		}
+		if err != nil && !strings.Contains(err.Error(), "admin") {
+			t.Errorf("%s: the refusal does not name the extra scope: %v", tc.name, err)
+		}
+	}
+}
+
+func ptr(s string) *string { return &s }

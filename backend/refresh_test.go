@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -238,5 +239,25 @@ func TestCleanupDrainsRefreshesInFlight(t *testing.T) {
 	// After Cleanup, no new refresh starts.
 	if _, err := env.creds("r"); statusOf(err) != http.StatusServiceUnavailable {
 		t.Fatalf("creds after Cleanup: %v", err)
+	}
+}
+
+// GitHub and Slack answer a dead refresh token with HTTP 200 and an error
+// body: that is invalid_grant, not a retryable upstream fault.
+func TestInvalidGrantInA200BodyMarksTheGrantInvalid(t *testing.T) {
+	env := newTestEnv(t)
+	odd := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Write([]byte(`{"error":"invalid_grant","error_description":"The refresh token is invalid"}`))
+	}))
+	t.Cleanup(odd.Close)
+	env.mustWrite("providers/odd", map[string]any{"token_url": odd.URL, "client_id": "c", "client_secret": "s"})
+	env.mustWrite("grants/g", map[string]any{"provider": "odd", "refresh_token": "rt-dead-token-value"})
+	env.mustWrite("roles/r", map[string]any{"grant": "g"})
+	if _, err := env.creds("r"); statusOf(err) != http.StatusBadRequest {
+		t.Fatalf("creds: %v", err)
+	}
+	if g := env.grant("g"); g["status"] != statusInvalid {
+		t.Fatalf("grant = %v", g)
 	}
 }

@@ -1,6 +1,7 @@
 package oauthclient
 
 import (
+	"bytes"
 	"context"
 	"crypto"
 	"encoding/base64"
@@ -189,94 +190,103 @@ type rawResponse struct {
 // maxResponse bounds what we read from an upstream.
 const maxResponse = 1 << 20
 
-// post sends an authenticated form POST and returns a 2xx body, or an *Error.
+// post sends an authenticated form POST and returns a successful body, or an
+// *Error. An OAuth error in the body wins over the HTTP status: GitHub and
+// Slack send errors with 200, and a device poll must see
+// authorization_pending whatever the status.
 func (c *Client) post(ctx context.Context, endpoint, target string, form url.Values, secrets []string) (*rawResponse, error) {
 	if target == "" {
 		return nil, &Error{Endpoint: endpoint, Err: errors.New("no URL configured")}
 	}
 	header := http.Header{}
-	if err := c.authenticate(form, header, target); err != nil {
-		return nil, &Error{Endpoint: endpoint, Err: err}
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, target, strings.NewReader(form.Encode()))
+	authSecrets, err := c.authenticate(form, header, target)
 	if err != nil {
 		return nil, &Error{Endpoint: endpoint, Err: err}
+	}
+	// A fresh slice: the caller's must not grow.
+	secrets = append(append(append([]string(nil), secrets...), authSecrets...), c.cfg.ClientSecret)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, target, strings.NewReader(form.Encode()))
+	if err != nil {
+		return nil, &Error{Endpoint: endpoint, Err: transportError(err, secrets)}
 	}
 	req.Header = header
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.Header.Set("Accept", "application/json")
 	resp, err := c.cfg.HTTPClient.Do(req)
 	if err != nil {
-		return nil, &Error{Endpoint: endpoint, Err: transportError(err)}
+		return nil, &Error{Endpoint: endpoint, Err: transportError(err, secrets)}
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, maxResponse))
 	if err != nil {
-		return nil, &Error{Endpoint: endpoint, StatusCode: resp.StatusCode, Err: transportError(err)}
+		return nil, &Error{Endpoint: endpoint, StatusCode: resp.StatusCode, Err: transportError(err, secrets)}
 	}
-	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
-		return &rawResponse{status: resp.StatusCode, contentType: resp.Header.Get("Content-Type"), data: data}, nil
-	}
+	contentType := resp.Header.Get("Content-Type")
 	e := &Error{Endpoint: endpoint, StatusCode: resp.StatusCode, RetryAfter: retryAfter(resp.Header.Get("Retry-After"))}
 	if resp.StatusCode >= 300 && resp.StatusCode < 400 {
 		e.Err = errRedirect
 		return nil, e
 	}
-	secrets = append(secrets, c.cfg.ClientSecret)
-	var oe struct {
-		Error            string `json:"error"`
-		ErrorDescription string `json:"error_description"`
+	if body, ok := parseErrorBody(data, contentType); ok {
+		e.setUpstream(body, secrets)
+		return nil, e
 	}
-	if json.Unmarshal(data, &oe) == nil && oe.Error != "" {
-		e.Code = scrub(oe.Error, secrets)
-		e.Description = scrub(oe.ErrorDescription, secrets)
+	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
+		return &rawResponse{status: resp.StatusCode, contentType: contentType, data: data}, nil
 	}
 	return nil, e
 }
 
-// transportError drops the request URL from *url.Error: the message stays
-// useful and never depends on what the URL might carry.
-func transportError(err error) error {
-	var ue *url.Error
-	if errors.As(err, &ue) {
-		return ue.Err
-	}
-	return err
-}
-
-func (c *Client) authenticate(form url.Values, header http.Header, audience string) error {
+// authenticate adds the client's credentials to the request and returns the
+// secret values it put there, to be scrubbed from anything echoed back.
+func (c *Client) authenticate(form url.Values, header http.Header, audience string) ([]string, error) {
 	switch c.cfg.AuthMethod {
 	case ClientSecretBasic:
 		// RFC 6749 §2.3.1: id and secret are form-encoded before base64.
 		creds := url.QueryEscape(c.cfg.ClientID) + ":" + url.QueryEscape(c.cfg.ClientSecret)
 		header.Set("Authorization", "Basic "+base64.StdEncoding.EncodeToString([]byte(creds)))
+		return []string{c.cfg.ClientSecret, creds}, nil
 	case ClientSecretPost:
 		form.Set("client_id", c.cfg.ClientID)
 		form.Set("client_secret", c.cfg.ClientSecret)
+		return []string{c.cfg.ClientSecret}, nil
 	case PrivateKeyJWT:
 		assertion, err := clientAssertion(c.cfg.ClientID, c.cfg.KeyID, audience, c.cfg.PrivateKey)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		form.Set("client_id", c.cfg.ClientID)
 		form.Set("client_assertion_type", "urn:ietf:params:oauth:client-assertion-type:jwt-bearer")
 		form.Set("client_assertion", assertion)
+		// The parts too: an upstream may echo the signature or claims alone.
+		return append([]string{assertion}, strings.Split(assertion, ".")...), nil
 	case AuthNone:
 		form.Set("client_id", c.cfg.ClientID)
 	}
-	return nil
+	return nil, nil
 }
 
+// maxRetryAfter bounds a Retry-After: beyond it the value is absurd, and an
+// unbounded one overflows time.Duration.
+const maxRetryAfter = 24 * time.Hour
+
 func retryAfter(v string) time.Duration {
+	v = strings.TrimSpace(v)
 	if v == "" {
 		return 0
 	}
-	if secs, err := strconv.Atoi(strings.TrimSpace(v)); err == nil && secs >= 0 {
+	if secs, err := strconv.ParseInt(v, 10, 64); err == nil || errors.Is(err, strconv.ErrRange) {
+		switch {
+		case secs <= 0:
+			return 0
+		case secs >= int64(maxRetryAfter/time.Second):
+			return maxRetryAfter
+		}
 		return time.Duration(secs) * time.Second
 	}
 	if t, err := http.ParseTime(v); err == nil {
 		if d := time.Until(t); d > 0 {
-			return d
+			return min(d, maxRetryAfter)
 		}
 	}
 	return 0
@@ -293,9 +303,14 @@ func parseTokenResponse(data []byte, contentType string) (*Token, error) {
 		Scope           *string         `json:"scope"`
 		IssuedTokenType string          `json:"issued_token_type"`
 	}
+	var expiresIn time.Duration
+	trimmed := bytes.TrimSpace(data)
 	mediaType, _, _ := mime.ParseMediaType(contentType)
-	if mediaType == "application/x-www-form-urlencoded" || mediaType == "text/plain" {
-		vals, err := url.ParseQuery(string(data))
+	// The body's shape decides: some servers label JSON as text/plain.
+	isForm := (mediaType == "application/x-www-form-urlencoded" || mediaType == "text/plain") &&
+		!(len(trimmed) > 0 && trimmed[0] == '{')
+	if isForm {
+		vals, err := url.ParseQuery(string(trimmed))
 		if err != nil {
 			return nil, errors.New("token response is neither JSON nor form-encoded")
 		}
@@ -305,11 +320,19 @@ func parseTokenResponse(data []byte, contentType string) (*Token, error) {
 			s := vals.Get("scope")
 			raw.Scope = &s
 		}
-		if e := vals.Get("expires_in"); e != "" {
-			raw.ExpiresIn = json.RawMessage(strconv.Quote(e))
+		if e := strings.TrimSpace(vals.Get("expires_in")); e != "" {
+			if expiresIn, err = parseSeconds(e, MaxTokenLifetime); err != nil {
+				return nil, errors.New("token response has a malformed expires_in")
+			}
 		}
-	} else if err := json.Unmarshal(data, &raw); err != nil {
-		return nil, errors.New("token response is not valid JSON")
+	} else {
+		if err := json.Unmarshal(trimmed, &raw); err != nil {
+			return nil, errors.New("token response is not valid JSON")
+		}
+		var err error
+		if expiresIn, err = parseJSONSeconds(raw.ExpiresIn, MaxTokenLifetime); err != nil {
+			return nil, errors.New("token response has a malformed expires_in")
+		}
 	}
 	if raw.AccessToken == "" {
 		return nil, errors.New("token response has no access_token")
@@ -327,32 +350,57 @@ func parseTokenResponse(data []byte, contentType string) (*Token, error) {
 		tok.ScopeReturned = true
 		tok.Scopes = strings.Fields(*raw.Scope)
 	}
-	secs, err := parseExpiresIn(raw.ExpiresIn)
-	if err != nil {
-		return nil, err
-	}
-	if secs > 0 {
-		tok.Expiry = time.Now().Add(time.Duration(secs) * time.Second)
+	if expiresIn > 0 {
+		tok.Expiry = time.Now().Add(expiresIn)
 	}
 	return tok, nil
 }
 
-// parseExpiresIn accepts a number or a numeric string (both are seen upstream).
-func parseExpiresIn(raw json.RawMessage) (int64, error) {
+// MaxTokenLifetime caps a token's expires_in. golang.org/x/oauth2 clamps
+// expires_in to an int32 of seconds (68 years); a year is already longer than
+// any real access token lives, and keeps every expiry far from overflow.
+const MaxTokenLifetime = 365 * 24 * time.Hour
+
+var errMalformedSeconds = errors.New("not a number of seconds")
+
+// parseJSONSeconds reads a lifetime in seconds given as a JSON number or a
+// numeric string (both are seen upstream). See parseSeconds for the result.
+func parseJSONSeconds(raw json.RawMessage, ceiling time.Duration) (time.Duration, error) {
+	raw = bytes.TrimSpace(raw)
 	if len(raw) == 0 || string(raw) == "null" {
 		return 0, nil
 	}
-	var n json.Number
-	if err := json.Unmarshal(raw, &n); err != nil {
+	if raw[0] == '"' {
 		var s string
 		if err := json.Unmarshal(raw, &s); err != nil {
-			return 0, errors.New("token response has a malformed expires_in")
+			return 0, errMalformedSeconds
 		}
-		n = json.Number(strings.TrimSpace(s))
+		return parseSeconds(strings.TrimSpace(s), ceiling)
 	}
-	f, err := n.Float64()
-	if err != nil || f < 0 {
-		return 0, errors.New("token response has a malformed expires_in")
+	return parseSeconds(string(raw), ceiling)
+}
+
+// parseSeconds reads a lifetime in seconds written as a JSON number. As in
+// golang.org/x/oauth2, 0 means "not given" and yields 0, and a huge value is
+// clamped (there to 2^31-1 s, here to ceiling, also for 1e19 or 1e400).
+// Unlike it, a negative or sub-second value also means "not given" (x/oauth2
+// would make the token already expired, and a caller refresh in a loop), and
+// a fraction is cut rather than rejected. NaN, Inf, hex and the other
+// non-JSON spellings strconv would accept are malformed.
+func parseSeconds(lit string, ceiling time.Duration) (time.Duration, error) {
+	if lit == "" || !(lit[0] == '-' || '0' <= lit[0] && lit[0] <= '9') || !json.Valid([]byte(lit)) {
+		return 0, errMalformedSeconds
 	}
-	return int64(f), nil
+	f, err := strconv.ParseFloat(lit, 64)
+	// A JSON number can only fail by range: ±Inf, or a value that rounds to 0.
+	if err != nil && !errors.Is(err, strconv.ErrRange) {
+		return 0, errMalformedSeconds
+	}
+	switch {
+	case !(f >= 1):
+		return 0, nil
+	case f >= ceiling.Seconds():
+		return ceiling, nil
+	}
+	return time.Duration(f) * time.Second, nil
 }

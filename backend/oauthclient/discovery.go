@@ -82,7 +82,7 @@ func fetchMetadata(ctx context.Context, httpClient *http.Client, target string) 
 	req.Header.Set("Accept", "application/json")
 	resp, err := httpClient.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", target, transportError(err))
+		return nil, fmt.Errorf("%s: %w", target, transportError(err, nil))
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
