@@ -94,11 +94,6 @@ type row struct {
 	cpuVault, cpuPlugin, cpuUpstream, cpuClient time.Duration
 }
 
-// cpuPerRequest is the whole machine's CPU time per request.
-func (r row) cpuPerRequest() time.Duration {
-	return r.cpuVault + r.cpuPlugin + r.cpuUpstream + r.cpuClient
-}
-
 type target struct {
 	what   string
 	pass   bool

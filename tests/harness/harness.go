@@ -18,7 +18,7 @@
 //	VAULT_BIN       vault binary to run (default <repo>/.tools/vault-1.21.0/vault,
 //	                else <repo>/scripts/build-vault.sh is run to build/cache it)
 //	NODE_BIN        node binary (default: node from PATH)
-//	VERSION         version stamped into the plugin (default: git describe or v0.1.0-dev)
+//	VERSION         version stamped into the plugin (default: git describe or v0.0.0-dev)
 //	E2E_PLUGIN_BIN  use this prebuilt plugin binary instead of building
 //	                <repo>/cmd/vault-plugin-secrets-oauth (harness debugging only)
 //	E2E_KEEP_LOGS   when set, log the paths of the process logs even on success
@@ -319,7 +319,7 @@ func gitDescribe(dir string) string {
 			return v
 		}
 	}
-	return "v0.1.0-dev"
+	return "v0.0.0-dev"
 }
 
 // ---------------------------------------------------------------------------
