@@ -200,3 +200,18 @@ func TestChangingTheOwnerNeedsChangeOwner(t *testing.T) {
 		t.Fatalf("change_owner did not change it: %v", resp.Data)
 	}
 }
+
+// A provider that cannot revoke refresh tokens (unsupported_token_type)
+// left a deleted grant revoking for ever.
+func TestDeleteFinishesWhenTheProviderCannotRevoke(t *testing.T) {
+	env := newTestEnv(t)
+	env.mustWrite("grants/g", map[string]any{"provider": "up", "refresh_token": env.up.mint("read")})
+	env.up.fail("unsupported_token_type", http.StatusBadRequest)
+	resp, err := env.do(logical.DeleteOperation, "grants/g", nil)
+	if err != nil || resp == nil || len(resp.Warnings) == 0 || !strings.Contains(resp.Warnings[0], "not revoked") {
+		t.Fatalf("delete: %v %v", err, resp)
+	}
+	if g, _ := env.do(logical.ReadOperation, "grants/g", nil); g != nil {
+		t.Fatalf("grant kept: %v", g.Data)
+	}
+}

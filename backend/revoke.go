@@ -88,7 +88,12 @@ func (b *backend) revokeGrantUpstream(ctx context.Context, s logical.Storage, g 
 			return fail(fmt.Errorf("unsealing refresh token: %w", err))
 		}
 		if err := h.client.Revoke(ctx, refreshToken, oauthclient.HintRefreshToken); err != nil {
-			return fail(upstreamError(g.Provider, err, nil))
+			if !revocationIsFinal(err) {
+				return fail(upstreamError(g.Provider, err, nil))
+			}
+			// No retry can revoke it: say so and finish, or the grant
+			// would stay revoking for ever.
+			warnings = append(warnings, fmt.Sprintf("provider %q cannot revoke refresh tokens (%s): the refresh token was not revoked upstream", g.Provider, err))
 		}
 		if err := b.revokeOutstanding(ctx, s, h, g.ID); err != nil {
 			return fail(upstreamError(g.Provider, err, nil))
