@@ -183,3 +183,10 @@ func (e *testEnv) storedGrant(name string) *grantEntry {
 	}
 	return g
 }
+
+// nonEmpty is true for a non-empty string: a missing key or another type
+// is not "set".
+func nonEmpty(v any) bool {
+	s, ok := v.(string)
+	return ok && s != ""
+}

@@ -33,6 +33,10 @@ type fakeUpstream struct {
 	exchanges int
 	// gate, when set, holds every token request until it is closed.
 	gate chan struct{}
+	// devicePolls answer device-code polls in turn: an error code, or ""
+	// for approval.
+	devicePolls []string
+	polls       int
 }
 
 type fakeRefresh struct {
@@ -53,6 +57,8 @@ func newFakeUpstream(t *testing.T) *fakeUpstream {
 	mux.HandleFunc("/token", f.token)
 	mux.HandleFunc("/revoke", f.revoke)
 	mux.HandleFunc("/introspect", f.introspect)
+	mux.HandleFunc("/.well-known/oauth-authorization-server", f.metadata)
+	mux.HandleFunc("/device", f.device)
 	f.Server = httptest.NewServer(mux)
 	t.Cleanup(f.Close)
 	return f
@@ -140,6 +146,20 @@ func (f *fakeUpstream) token(w http.ResponseWriter, r *http.Request) {
 			scopes = s
 		}
 		resp["issued_token_type"] = "urn:ietf:params:oauth:token-type:access_token"
+	case "urn:ietf:params:oauth:grant-type:device_code":
+		f.polls++
+		if len(f.devicePolls) > 0 && f.devicePolls[0] != "" {
+			code := f.devicePolls[0]
+			f.devicePolls = f.devicePolls[1:]
+			// Some servers (GitHub) say it with HTTP 200.
+			oauthError(w, map[bool]int{true: 200, false: 400}[f.polls%2 == 0], code)
+			return
+		}
+		grant = fmt.Sprintf("g%d", f.seq)
+		next := fmt.Sprintf("rt-%d-secret", f.seq)
+		f.refresh[next] = &fakeRefresh{grant: grant, scopes: "read"}
+		resp["refresh_token"] = next
+		scopes = "read"
 	case "authorization_code":
 		f.exchanges++
 		code := r.PostForm.Get("code")
@@ -291,4 +311,25 @@ func (f *fakeUpstream) refreshCount() int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.refreshes
+}
+
+// metadata is RFC 8414 discovery; the server says it sends iss in
+// authorization responses (RFC 9207).
+func (f *fakeUpstream) metadata(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(map[string]any{
+		"issuer":                 f.URL,
+		"token_endpoint":         f.URL + "/token",
+		"authorization_endpoint": f.URL + "/authorize",
+		"revocation_endpoint":    f.URL + "/revoke",
+		"authorization_response_iss_parameter_supported": true,
+	})
+}
+
+func (f *fakeUpstream) device(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(map[string]any{
+		"device_code": "device-code-secret", "user_code": "ABCD-EFGH",
+		"verification_uri": f.URL + "/activate", "expires_in": 600, "interval": 1,
+	})
 }

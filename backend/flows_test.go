@@ -26,7 +26,7 @@ func TestCallbackMapsARejectedCodeTo400(t *testing.T) {
 	if statusOf(err) != http.StatusBadRequest || !strings.Contains(err.Error(), "invalid_grant") {
 		t.Fatalf("rejected code: %v", err)
 	}
-	if g := env.grant("web"); g["status"] != statusInvalid || g["last_error"] == "" {
+	if g := env.grant("web"); g["status"] != statusInvalid || !nonEmpty(g["last_error"]) {
 		t.Fatalf("grant after a failed flow = %v", g)
 	}
 	// The state was used up by the failed attempt.
@@ -135,4 +135,62 @@ func TestPendingAuthorizationsPerGrantAreCappedBeforeUpstream(t *testing.T) {
 	}
 	// Another grant is not affected.
 	env.mustWrite("grants/other/authorize", map[string]any{"provider": "up"})
+}
+
+// A provider whose metadata says it always sends iss (RFC 9207) must send
+// it: a response without one may come from a mix-up attacker.
+func TestCallbackRequiresIssWhenTheProviderAdvertisesIt(t *testing.T) {
+	env := newTestEnv(t)
+	env.mustWrite("config", map[string]any{"redirect_uri": "http://127.0.0.1:8200/v1/oauth/callback"})
+	env.mustWrite("providers/disc", map[string]any{"issuer": env.up.URL, "client_id": "vault", "client_secret": "s"})
+	state := env.mustWrite("grants/web/authorize", map[string]any{"provider": "disc"}).Data["state"].(string)
+	_, err := env.do(logical.ReadOperation, "callback", map[string]any{"state": state, "code": env.up.issueCode("read")})
+	if statusOf(err) != http.StatusBadRequest || !strings.Contains(err.Error(), "iss") {
+		t.Fatalf("callback without iss: %v", err)
+	}
+	state = env.mustWrite("grants/web2/authorize", map[string]any{"provider": "disc"}).Data["state"].(string)
+	resp, err := env.do(logical.ReadOperation, "callback", map[string]any{"state": state, "code": env.up.issueCode("read"), "iss": env.up.URL})
+	if err != nil || resp.Data["status"] != statusActive {
+		t.Fatalf("callback with the right iss: %v %v", err, resp)
+	}
+}
+
+func TestDeviceFlowPollsUntilApproved(t *testing.T) {
+	env := newTestEnv(t)
+	env.up.set(func(f *fakeUpstream) {
+		f.devicePolls = []string{"authorization_pending", "slow_down", "authorization_pending", ""}
+	})
+	env.mustWrite("providers/up", map[string]any{"device_authorization_url": env.up.URL + "/device"})
+	resp := env.mustWrite("grants/tv/device", map[string]any{"provider": "up", "scopes": "read"})
+	if resp.Data["user_code"] != "ABCD-EFGH" || resp.Data["interval"] != int64(1) {
+		t.Fatalf("device = %v", resp.Data)
+	}
+	for i := 0; i < 10 && env.grant("tv")["status"] == statusPending; i++ {
+		env.clock.Advance(10 * time.Second)
+		env.sweep()
+	}
+	if g := env.grant("tv"); g["status"] != statusActive {
+		t.Fatalf("grant after approval = %v", g)
+	}
+	env.mustWrite("roles/r", map[string]any{"grant": "tv"})
+	if _, err := env.creds("r"); err != nil {
+		t.Fatal(err)
+	}
+	if keys, _ := env.storage.List(context.Background(), pendingPrefix); len(keys) != 0 {
+		t.Fatalf("pending records left: %v", keys)
+	}
+}
+
+func TestDeviceFlowDeniedEndsTheGrant(t *testing.T) {
+	env := newTestEnv(t)
+	env.up.set(func(f *fakeUpstream) { f.devicePolls = []string{"authorization_pending", "access_denied"} })
+	env.mustWrite("providers/up", map[string]any{"device_authorization_url": env.up.URL + "/device"})
+	env.mustWrite("grants/tv/device", map[string]any{"provider": "up"})
+	for i := 0; i < 5; i++ {
+		env.clock.Advance(10 * time.Second)
+		env.sweep()
+	}
+	if g := env.grant("tv"); g["status"] != statusInvalid || !strings.Contains(g["last_error"].(string), "denied") {
+		t.Fatalf("grant after denial = %v", g)
+	}
 }

@@ -341,3 +341,29 @@ func TestCheckScopes(t *testing.T) {
 }
 
 func ptr(s string) *string { return &s }
+
+// A shared token belongs to the grant it came from: a grant deleted and
+// created again under the same name must not inherit it.
+func TestTokenReuseNeverCrossesToARecreatedGrant(t *testing.T) {
+	env := newTestEnv(t)
+	env.mustWrite("grants/g", map[string]any{"provider": "up", "refresh_token": env.up.mint("read")})
+	env.mustWrite("roles/r", map[string]any{"grant": "g", "token_reuse": true})
+	first, err := env.creds("r")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp, err := env.do(logical.DeleteOperation, "grants/g", map[string]any{"force": true}); err != nil || resp.IsError() {
+		t.Fatalf("forced delete: %v %v", err, resp)
+	}
+	if _, err := env.creds("r"); statusOf(err) != http.StatusBadRequest {
+		t.Fatalf("creds of a deleted grant's reused token: %v", err)
+	}
+	env.mustWrite("grants/g", map[string]any{"provider": "up", "refresh_token": env.up.mint("read")})
+	second, err := env.creds("r")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if second.Data["access_token"] == first.Data["access_token"] {
+		t.Fatal("the re-created grant was handed the old grant's token")
+	}
+}

@@ -222,3 +222,21 @@ func TestKeysRotateKeepsAKeyAStoredValueStillNames(t *testing.T) {
 		t.Fatalf("second rotation: %v", resp.Data)
 	}
 }
+
+func TestKeysRotateResealsSharedTokens(t *testing.T) {
+	env := newTestEnv(t)
+	env.mustWrite("roles/cc", map[string]any{"grant_type": "client_credentials", "provider": "up", "token_reuse": true})
+	first, err := env.creds("cc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp := env.mustWrite("keys/rotate", nil)
+	if resp.Data["shared_resealed"] != 1 {
+		t.Fatalf("rotate = %v", resp.Data)
+	}
+	env.b.Invalidate(context.Background(), sharedPath("cc")) // read it back from storage
+	again, err := env.creds("cc")
+	if err != nil || again.Data["access_token"] != first.Data["access_token"] {
+		t.Fatalf("shared token after rotation: %v %v", err, again)
+	}
+}

@@ -32,7 +32,12 @@ func TestRenewReverifies(t *testing.T) {
 		t.Fatalf("renew of a dead token: %v", err)
 	}
 	env.mustWrite("roles/r", map[string]any{"verify_on_renew": false})
-	env.do(logical.DeleteOperation, "grants/g", map[string]any{"force": true})
+	if resp, err := env.do(logical.DeleteOperation, "grants/g", map[string]any{"force": true}); err != nil || resp.IsError() {
+		t.Fatalf("forced delete: %v %v", err, resp)
+	}
+	if g, _ := env.do(logical.ReadOperation, "grants/g", nil); g != nil {
+		t.Fatal("grant still there after a forced delete")
+	}
 	if err := renew(); err == nil || !strings.Contains(err.Error(), "grant") {
 		t.Fatalf("renew after grant deletion: %v", err)
 	}

@@ -136,7 +136,7 @@ func TestCascadingProviderLeasesEndByExpiryOnly(t *testing.T) {
 	if info := e.up.Introspect(t, c["access_token"].(string)); info["active"] != true {
 		t.Fatalf("expiry_only token was revoked: %v", info)
 	}
-	if next := e.cliCreds(t, "r"); next["access_token"] == "" {
+	if next := e.cliCreds(t, "r"); !nonEmpty(next["access_token"]) {
 		t.Fatal("grant stopped working after a lease revocation")
 	}
 	if g := e.grant(t, "g"); g["status"] != "active" || jsonInt(g["active_leases"]) != 1 {
@@ -158,7 +158,7 @@ func TestConcurrentCredsOnOneGrantAtRotatingUpstream(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			s, err := e.creds("r")
-			if err == nil && (s == nil || s.Data["access_token"] == "") {
+			if err == nil && (s == nil || !nonEmpty(s.Data["access_token"])) {
 				err = fmt.Errorf("empty creds")
 			}
 			errs <- err
@@ -568,7 +568,7 @@ func TestTokenExchangeRole(t *testing.T) {
 	if info := e.up.Introspect(t, token); info["active"] != false {
 		t.Fatalf("exchanged token active after lease end: %v", info)
 	}
-	if next := e.cliCreds(t, "agent-read"); next["access_token"] == "" {
+	if next := e.cliCreds(t, "agent-read"); !nonEmpty(next["access_token"]) {
 		t.Fatal("grant stopped working after a token_exchange lease ended")
 	}
 	if g := e.grant(t, "agent"); g["status"] != "active" {

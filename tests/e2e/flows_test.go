@@ -56,7 +56,7 @@ func TestAuthorizeAndCallback(t *testing.T) {
 		t.Fatalf("grant after the callback = %v", g)
 	}
 	v.MustCLI(t, "write", "oauth/roles/web", "grant=web", "scopes=api:read")
-	if s, err := v.Client.Logical().Read("oauth/creds/web"); err != nil || s.Data["access_token"] == "" {
+	if s, err := v.Client.Logical().Read("oauth/creds/web"); err != nil || !nonEmpty(s.Data["access_token"]) {
 		t.Fatalf("creds from an authorized grant: %v", err)
 	}
 	// The state is single-use.
