@@ -127,7 +127,17 @@ func (b *backend) issueClientCredentials(ctx context.Context, s logical.Storage,
 // the provider can revoke; the subject token is revoked at once where that
 // does not kill the grant, and otherwise expires unused.
 func (b *backend) issueTokenExchange(ctx context.Context, s logical.Storage, role *roleEntry) (*issuedToken, error) {
-	r, err := b.refreshGrant(ctx, s, role.Grant, refreshRequest{countLease: !role.TokenReuse, check: role.checkGrantScopes})
+	check := func(g *grantEntry) error {
+		if err := role.checkGrantScopes(g); err != nil {
+			return err
+		}
+		h, err := b.provider(ctx, s, g.Provider)
+		if err != nil {
+			return nil // the refresh reports it
+		}
+		return role.checkAllowedTargets(h.entry)
+	}
+	r, err := b.refreshGrant(ctx, s, role.Grant, refreshRequest{countLease: !role.TokenReuse, check: check})
 	if err != nil {
 		return nil, err
 	}

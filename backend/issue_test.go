@@ -214,7 +214,13 @@ func TestTokenReuseCountsEveryConcurrentLease(t *testing.T) {
 func TestTokenExchangeRole(t *testing.T) {
 	env := newTestEnv(t)
 	env.mustWrite("grants/g", map[string]any{"provider": "up", "refresh_token": env.up.mint("read write"), "scopes": "read,write"})
-	env.mustWrite("roles/x", map[string]any{"grant_type": "token_exchange", "grant": "g", "scopes": "read", "audience": "https://api.example.com"})
+	xrole := map[string]any{"grant_type": "token_exchange", "grant": "g", "scopes": "read", "audience": "https://api.example.com"}
+	// The provider allows no audience until its operator says so.
+	if resp, err := env.do(logical.CreateOperation, "roles/x", xrole); err != nil || !resp.IsError() || !strings.Contains(resp.Error().Error(), "allowed_audiences") {
+		t.Fatalf("token_exchange role with an audience the provider does not allow: %v %v", err, resp)
+	}
+	env.mustWrite("providers/up", map[string]any{"allowed_audiences": "https://api.example.com"})
+	env.mustWrite("roles/x", xrole)
 	resp, err := env.creds("x")
 	if err != nil {
 		t.Fatal(err)
@@ -365,5 +371,21 @@ func TestTokenReuseNeverCrossesToARecreatedGrant(t *testing.T) {
 	}
 	if second.Data["access_token"] == first.Data["access_token"] {
 		t.Fatal("the re-created grant was handed the old grant's token")
+	}
+}
+
+// allowed_audiences holds at issue too: narrowing it stops roles written
+// before, without a call upstream.
+func TestTokenExchangeAudienceCheckedAtIssue(t *testing.T) {
+	env := newTestEnv(t)
+	env.mustWrite("providers/up", map[string]any{"allowed_audiences": "https://a.example.com,https://b.example.com"})
+	env.mustWrite("grants/g", map[string]any{"provider": "up", "refresh_token": env.up.mint("read")})
+	env.mustWrite("roles/x", map[string]any{"grant_type": "token_exchange", "grant": "g", "audience": "https://b.example.com"})
+	env.mustWrite("providers/up", map[string]any{"allowed_audiences": "https://a.example.com"})
+	if _, err := env.creds("x"); statusOf(err) != http.StatusBadRequest || !strings.Contains(err.Error(), "b.example.com") {
+		t.Fatalf("creds with a disallowed audience: %v", err)
+	}
+	if env.up.refreshCount() != 0 {
+		t.Fatal("the grant was refreshed for a refused exchange")
 	}
 }

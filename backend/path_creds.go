@@ -60,6 +60,7 @@ func (b *backend) leaseResponse(role *roleEntry, it *issuedToken, cfg *configEnt
 		"shared":       "",
 		"grant":        "",
 		"grant_id":     "",
+		"fingerprint":  role.fingerprint(),
 	}
 	if it.grant != nil {
 		grantName = it.grant.Name

@@ -68,6 +68,10 @@ func pathProviders(b *backend) []*framework.Path {
 			Type:        framework.TypeDurationSecond,
 			Description: "Timeout of each call to this provider; defaults to the mount's upstream_timeout.",
 		},
+		"allowed_audiences": {
+			Type:        framework.TypeCommaStringSlice,
+			Description: "Audiences and resources (RFC 8693, RFC 8707) that token_exchange roles may request from this provider; empty allows none.",
+		},
 		"rebind_grants": {
 			Type:        framework.TypeBool,
 			Description: "On update: accept a change of issuer, token_url, revocation_url, introspection_url or ca_pem while grants depend on the provider, and mark every such grant invalid (re-authorization needed).",
@@ -158,6 +162,7 @@ func providerData(p *providerEntry) map[string]any {
 		"revocation_cascades":      p.RevocationCascades,
 		"ca_pem":                   p.CAPEM,
 		"timeout":                  int64(p.Timeout.Seconds()),
+		"allowed_audiences":        nonNil(p.AllowedAudiences),
 	}
 }
 
@@ -230,6 +235,9 @@ func (b *backend) pathProviderWrite(ctx context.Context, req *logical.Request, d
 	}
 	if v, ok := d.GetOk("revocation_cascades"); ok {
 		p.RevocationCascades = v.(bool)
+	}
+	if v, ok := d.GetOk("allowed_audiences"); ok {
+		p.AllowedAudiences = normalizeScopes(v.([]string))
 	}
 	if v, ok := d.GetOk("ca_pem"); ok {
 		p.CAPEM = v.(string)

@@ -179,6 +179,17 @@ func (b *backend) pathRoleWrite(ctx context.Context, req *logical.Request, d *fr
 		if g == nil {
 			return logical.ErrorResponse("grant: grant %q does not exist", r.Grant), nil
 		}
+		if r.GrantType == grantTypeTokenExchange {
+			p, err := getProvider(ctx, req.Storage, g.Provider)
+			if err != nil {
+				return nil, err
+			}
+			if p != nil {
+				if err := r.checkAllowedTargets(p); err != nil {
+					return logical.ErrorResponse("%s", err), nil
+				}
+			}
+		}
 		if len(g.Scopes) > 0 {
 			if extra := missingFrom(r.Scopes, g.Scopes); len(extra) > 0 {
 				return logical.ErrorResponse("scopes: [%s] are not among grant %q's scopes [%s]; a role can only narrow a grant's scopes",

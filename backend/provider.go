@@ -38,6 +38,9 @@ type providerEntry struct {
 	// IssRequired: discovery said the server always sends iss in
 	// authorization responses (RFC 9207), so callback requires it.
 	IssRequired bool `json:"iss_required,omitempty"`
+	// AllowedAudiences are the audiences and resources token_exchange
+	// roles may ask for; empty allows none.
+	AllowedAudiences []string `json:"allowed_audiences,omitempty"`
 }
 
 // endpoints merges explicit endpoints over discovered ones.

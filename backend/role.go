@@ -140,3 +140,16 @@ func parseAbsoluteURI(s string) (*url.URL, error) {
 	}
 	return u, nil
 }
+
+// checkAllowedTargets refuses a token_exchange role that asks for an
+// audience or resource its provider does not allow: an exchange mints a
+// token for another service, which the provider's operator decides.
+func (r *roleEntry) checkAllowedTargets(p *providerEntry) error {
+	for field, asked := range map[string][]string{"audience": r.Audience, "resource": r.Resource} {
+		if extra := missingFrom(asked, p.AllowedAudiences); len(extra) > 0 {
+			return logical.CodedError(http.StatusBadRequest, fmt.Sprintf(
+				"%s: [%s] not in provider %q's allowed_audiences [%s]", field, strings.Join(extra, " "), p.Name, strings.Join(p.AllowedAudiences, " ")))
+		}
+	}
+	return nil
+}

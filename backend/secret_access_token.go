@@ -33,6 +33,9 @@ func secretAccessToken(b *backend) *framework.Secret {
 // round-trips through JSON in Vault's lease storage.
 type leaseData struct {
 	Role, GrantType, Provider, AccessToken, Revocation, TokenID, Grant, GrantID string
+	// Fingerprint is the role's settings at issue (empty on leases issued
+	// before it was recorded).
+	Fingerprint string
 	ExpiresAt                                                                   time.Time
 	Shared                                                                      bool
 }
@@ -51,6 +54,7 @@ func parseLeaseData(in map[string]any) (*leaseData, error) {
 		TokenID:     str("token_id"),
 		Grant:       str("grant"),
 		GrantID:     str("grant_id"),
+		Fingerprint: str("fingerprint"),
 		Shared:      str("shared") == "true",
 	}
 	if ld.Role == "" || ld.AccessToken == "" {
@@ -85,6 +89,9 @@ func (b *backend) secretAccessTokenRenew(ctx context.Context, req *logical.Reque
 	}
 	if role.GrantType != ld.GrantType || role.Grant != ld.Grant || (ld.Grant == "" && role.Provider != ld.Provider) {
 		return deny("role %q no longer issues from the same grant or provider", ld.Role)
+	}
+	if ld.Fingerprint != "" && ld.Fingerprint != role.fingerprint() {
+		return deny("role %q's scopes, audience or resource changed since the lease was issued; read creds/%s for a new one", ld.Role, ld.Role)
 	}
 	if ld.Grant != "" {
 		g, err := getGrant(ctx, req.Storage, ld.Grant)

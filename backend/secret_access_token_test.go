@@ -42,3 +42,28 @@ func TestRenewReverifies(t *testing.T) {
 		t.Fatalf("renew after grant deletion: %v", err)
 	}
 }
+
+// Renewal re-checks the role as it is now: narrowing its scopes must not
+// leave wider leases renewing.
+func TestRenewDeniedWhenTheRoleScopesChanged(t *testing.T) {
+	env := newTestEnv(t)
+	env.mustWrite("grants/g", map[string]any{"provider": "up", "refresh_token": env.up.mint("read write"), "scopes": "read,write"})
+	env.mustWrite("roles/r", map[string]any{"grant": "g", "scopes": "read,write"})
+	lease, err := env.creds("r")
+	if err != nil {
+		t.Fatal(err)
+	}
+	renew := func() error {
+		_, err := env.b.HandleRequest(context.Background(), &logical.Request{
+			Operation: logical.RenewOperation, Storage: env.storage, Secret: lease.Secret,
+		})
+		return err
+	}
+	if err := renew(); err != nil {
+		t.Fatalf("renew: %v", err)
+	}
+	env.mustWrite("roles/r", map[string]any{"scopes": "read"})
+	if err := renew(); err == nil || !strings.Contains(err.Error(), "changed") {
+		t.Fatalf("renewal after the role was narrowed: %v", err)
+	}
+}

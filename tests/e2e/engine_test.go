@@ -550,6 +550,8 @@ func TestLifecycleKeepAliveAndMaxAge(t *testing.T) {
 func TestTokenExchangeRole(t *testing.T) {
 	e := startEngine(t, harness.UpstreamOptions{})
 	e.importGrant(t, "agent", "api:read api:write")
+	// The provider's operator decides which audiences an exchange may ask for.
+	e.v.MustCLI(t, "write", "oauth/providers/local", "allowed_audiences=https://api.example.com")
 	e.v.MustCLI(t, "write", "oauth/roles/agent-read", "grant_type=token_exchange", "grant=agent",
 		"scopes=api:read", "audience=https://api.example.com")
 
