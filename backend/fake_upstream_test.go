@@ -215,6 +215,10 @@ func (f *fakeUpstream) introspect(w http.ResponseWriter, r *http.Request) {
 	r.ParseForm()
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if rt, ok := f.refresh[r.PostForm.Get("token")]; ok {
+		json.NewEncoder(w).Encode(map[string]any{"active": !rt.used, "scope": rt.scopes, "sub": "user-" + rt.grant})
+		return
+	}
 	a := f.access[r.PostForm.Get("token")]
 	json.NewEncoder(w).Encode(map[string]any{"active": a.active, "scope": a.scopes})
 }

@@ -238,24 +238,24 @@ type callbackParams struct {
 // completeCallback completes an authorization-code flow. The state,
 // unguessable and single-use, is what authorizes it: it is consumed under
 // its record's lock, so two callbacks with one state never both exchange.
-func (b *backend) completeCallback(ctx context.Context, s logical.Storage, cp callbackParams) (*grantEntry, error) {
+func (b *backend) completeCallback(ctx context.Context, s logical.Storage, cp callbackParams) (*grantEntry, string, error) {
 	ctx = detached(ctx)
 	key := pendingKeyForState(cp.state)
 	p, err := b.consumePending(ctx, s, key)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	if p == nil || p.Kind != pendingCode {
-		return nil, logical.CodedError(http.StatusBadRequest, "state: no pending authorization has this state (unknown, used or expired)")
+		return nil, "", logical.CodedError(http.StatusBadRequest, "state: no pending authorization has this state (unknown, used or expired)")
 	}
 	if !b.now().Before(p.ExpiresAt) {
 		b.failFlow(ctx, s, p, "the authorization was not completed in time; start it again")
-		return nil, logical.CodedError(http.StatusBadRequest, "state: the authorization expired; start it again")
+		return nil, "", logical.CodedError(http.StatusBadRequest, "state: the authorization expired; start it again")
 	}
 	h, err := b.provider(ctx, s, p.Provider)
 	if err != nil {
 		b.failFlow(ctx, s, p, fmt.Sprintf("provider %q is gone", p.Provider))
-		return nil, upstreamError(p.Provider, err, nil)
+		return nil, "", upstreamError(p.Provider, err, nil)
 	}
 	// RFC 9207: a provider that names itself must be the one we sent the
 	// user to (mix-up defense); one that says it always does must.
@@ -263,27 +263,27 @@ func (b *backend) completeCallback(ctx context.Context, s logical.Storage, cp ca
 	switch {
 	case iss != "" && h.entry.Issuer != "" && iss != h.entry.Issuer:
 		b.failFlow(ctx, s, p, "the authorization response came from another issuer")
-		return nil, logical.CodedError(http.StatusBadRequest, fmt.Sprintf("iss: the response names issuer %q, not provider %q's", scrubParam(cp.iss), p.Provider))
+		return nil, "", logical.CodedError(http.StatusBadRequest, fmt.Sprintf("iss: the response names issuer %q, not provider %q's", scrubParam(cp.iss), p.Provider))
 	case iss == "" && h.entry.IssRequired:
 		b.failFlow(ctx, s, p, "the authorization response had no iss although the provider always sends it")
-		return nil, logical.CodedError(http.StatusBadRequest, fmt.Sprintf("iss: provider %q sends iss in authorization responses (RFC 9207) and this one has none", p.Provider))
+		return nil, "", logical.CodedError(http.StatusBadRequest, fmt.Sprintf("iss: provider %q sends iss in authorization responses (RFC 9207) and this one has none", p.Provider))
 	}
 	if cp.upstreamError != "" {
 		why := fmt.Sprintf("the provider refused the authorization (%s)", scrubParam(cp.upstreamError))
 		b.failFlow(ctx, s, p, why)
-		return nil, logical.CodedError(http.StatusBadRequest, why)
+		return nil, "", logical.CodedError(http.StatusBadRequest, why)
 	}
 	if cp.code == "" {
 		b.failFlow(ctx, s, p, "the authorization response had no code")
-		return nil, logical.CodedError(http.StatusBadRequest, "code is required")
+		return nil, "", logical.CodedError(http.StatusBadRequest, "code is required")
 	}
 	kr, err := b.sealingKeys(ctx, s)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	verifier, err := kr.open(p.Secret, pendingAAD(key))
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	tok, err := h.client.ExchangeCode(ctx, cp.code, p.RedirectURI, verifier)
 	if err != nil {
@@ -294,7 +294,7 @@ func (b *backend) completeCallback(ctx context.Context, s logical.Storage, cp ca
 				"code: provider %q rejected the authorization code (invalid_grant); start the authorization again", p.Provider))
 		}
 		b.failFlow(ctx, s, p, mapped.Error())
-		return nil, mapped
+		return nil, "", mapped
 	}
 	return b.completeGrant(ctx, s, p, tok)
 }
@@ -315,10 +315,11 @@ func (b *backend) consumePending(ctx context.Context, s logical.Storage, key str
 
 // completeGrant stores the refresh token a finished flow produced; the
 // token it replaces, if any, is queued for revocation upstream.
-func (b *backend) completeGrant(ctx context.Context, s logical.Storage, p *pendingAuth, tok *oauthclient.Token) (*grantEntry, error) {
+func (b *backend) completeGrant(ctx context.Context, s logical.Storage, p *pendingAuth, tok *oauthclient.Token) (*grantEntry, string, error) {
+	var warning string
 	h, err := b.provider(ctx, s, p.Provider)
 	if err != nil {
-		return nil, upstreamError(p.Provider, err, nil)
+		return nil, "", upstreamError(p.Provider, err, nil)
 	}
 	g, err := b.updateGrant(ctx, s, p.Grant, func(g *grantEntry) error {
 		if g.ID != p.GrantID {
@@ -333,6 +334,9 @@ func (b *backend) completeGrant(ctx context.Context, s logical.Storage, p *pendi
 			return err
 		}
 		g.activate(tok.RefreshToken, h.entry.binding(), b.now())
+		if w := g.attachSubject(tok.Subject); w != "" {
+			warning = w
+		}
 		switch {
 		case tok.ScopeReturned:
 			g.Scopes = normalizeScopes(tok.Scopes)
@@ -342,13 +346,16 @@ func (b *backend) completeGrant(ctx context.Context, s logical.Storage, p *pendi
 		return nil
 	})
 	if isNoGrant(err) {
-		return nil, logical.CodedError(http.StatusBadRequest, fmt.Sprintf("grant %q was deleted while its authorization was pending; start again", p.Grant))
+		return nil, "", logical.CodedError(http.StatusBadRequest, fmt.Sprintf("grant %q was deleted while its authorization was pending; start again", p.Grant))
 	}
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	b.logger.Info("authorization completed", "grant", g.Name, "provider", p.Provider)
-	return g, nil
+	if warning != "" {
+		b.logger.Warn("grant re-authorized by another upstream subject", "grant", g.Name, "provider", p.Provider)
+	}
+	return g, warning, nil
 }
 
 // failFlow records why a flow failed on its grant.
@@ -397,7 +404,7 @@ func (b *backend) pollDevice(ctx context.Context, s logical.Storage, key string,
 		if done, cerr := b.consumePending(ctx, s, key); cerr != nil || done == nil {
 			return time.Time{} // another poll finished it
 		}
-		if _, err := b.completeGrant(ctx, s, p, tok); err != nil {
+		if _, _, err := b.completeGrant(ctx, s, p, tok); err != nil {
 			b.logger.Warn("device flow could not complete the grant", "grant", p.Grant, "error", err)
 		}
 		return time.Time{}
@@ -469,7 +476,9 @@ type grantWrite struct {
 
 // writeGrant creates or updates a grant; a new refresh token replaces the
 // old one, which is queued for revocation upstream.
+// A response it returns with a grant carries warnings only.
 func (b *backend) writeGrant(ctx context.Context, s logical.Storage, gw *grantWrite) (*grantEntry, *logical.Response, error) {
+	var warnings []string
 	ctx = detached(ctx) // a code exchange's result must be stored
 	unlock := b.lockGrant(gw.name)
 	defer unlock()
@@ -523,7 +532,7 @@ func (b *backend) writeGrant(ctx context.Context, s logical.Storage, gw *grantWr
 		}
 		return nil, nil, err
 	}
-	refreshToken := gw.refreshToken
+	refreshToken, subject := gw.refreshToken, ""
 	if gw.code != "" {
 		tok, err := h.client.ExchangeCode(ctx, gw.code, gw.redirectURI, gw.codeVerifier)
 		if err != nil {
@@ -536,10 +545,12 @@ func (b *backend) writeGrant(ctx context.Context, s logical.Storage, gw *grantWr
 		if tok.RefreshToken == "" {
 			return nil, logical.ErrorResponse("code: provider %q returned no refresh token; request offline access (e.g. the offline_access scope) when authorizing", g.Provider), nil
 		}
-		refreshToken = tok.RefreshToken
+		refreshToken, subject = tok.RefreshToken, tok.Subject
 		if tok.ScopeReturned {
 			g.Scopes = normalizeScopes(tok.Scopes)
 		}
+	} else if refreshToken != "" {
+		subject = b.introspectSubject(ctx, h, refreshToken)
 	}
 	if refreshToken != "" {
 		if !creating {
@@ -548,9 +559,30 @@ func (b *backend) writeGrant(ctx context.Context, s logical.Storage, gw *grantWr
 			}
 		}
 		g.activate(refreshToken, h.entry.binding(), b.now())
+		if w := g.attachSubject(subject); w != "" {
+			b.logger.Warn("grant re-authorized by another upstream subject", "grant", g.Name, "provider", g.Provider)
+			warnings = append(warnings, w)
+		}
 	}
 	if err := b.saveGrantLocked(ctx, s, g); err != nil {
 		return nil, nil, err
 	}
+	if len(warnings) > 0 {
+		return g, &logical.Response{Warnings: warnings}, nil
+	}
 	return g, nil, nil
+}
+
+// introspectSubject asks the provider who an imported refresh token
+// belongs to, where it can say (RFC 7662 sub); "" otherwise. The token
+// goes only to the provider's own introspection endpoint.
+func (b *backend) introspectSubject(ctx context.Context, h *providerHandle, refreshToken string) string {
+	if h.client.Endpoints().Introspection == "" {
+		return ""
+	}
+	info, err := h.client.Introspect(ctx, refreshToken, oauthclient.HintRefreshToken)
+	if err != nil || !info.Active {
+		return ""
+	}
+	return info.Subject
 }

@@ -61,6 +61,9 @@ type grantEntry struct {
 	// Binding is the provider binding (provider.go) the refresh token was
 	// authorized under: the token is never sent anywhere else.
 	Binding string `json:"binding,omitempty"`
+	// Subject is the upstream subject (sub) that authorized the grant,
+	// where the provider reports it.
+	Subject string `json:"subject,omitempty"`
 	// PendingUntil is when a pending grant whose flow never completed is
 	// given up as invalid (the due index brings the sweep to it).
 	PendingUntil time.Time `json:"pending_until,omitempty"`
@@ -89,6 +92,19 @@ func (g *grantEntry) activate(refreshToken, binding string, now time.Time) {
 	g.CreatedAt, g.LastUsedAt, g.LastRefreshAt = now.UTC(), time.Time{}, time.Time{}
 	g.RefreshStartedAt, g.PendingUntil = time.Time{}, time.Time{}
 	g.EraseAfterRevoke = false
+}
+
+// attachSubject records who upstream authorized the grant's new token and
+// returns a warning when it is not who authorized the old one: a
+// re-authorization by another user hands that user's access to everyone
+// who reads the grant's roles.
+func (g *grantEntry) attachSubject(subject string) string {
+	old := g.Subject
+	g.Subject = subject
+	if old != "" && subject != "" && old != subject {
+		return fmt.Sprintf("grant %q was re-authorized by upstream subject %q; it was authorized by %q before", g.Name, subject, old)
+	}
+	return ""
 }
 
 // markPending: a grant created by a flow that has not completed; past

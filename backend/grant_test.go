@@ -2,6 +2,7 @@ package backend
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -213,5 +214,23 @@ func TestDeleteFinishesWhenTheProviderCannotRevoke(t *testing.T) {
 	}
 	if g, _ := env.do(logical.ReadOperation, "grants/g", nil); g != nil {
 		t.Fatalf("grant kept: %v", g.Data)
+	}
+}
+
+// Where the upstream reports who authorized a token, the grant records it,
+// and a re-authorization by someone else says so.
+func TestReauthorizationBySomeoneElseIsFlagged(t *testing.T) {
+	env := newTestEnv(t)
+	env.mustWrite("grants/g", map[string]any{"provider": "up", "refresh_token": env.up.mint("read")})
+	env.mustWrite("roles/r", map[string]any{"grant": "g"})
+	if g := env.grant("g"); g["subject"] != "user-g1" || fmt.Sprint(g["roles"]) != "[r]" {
+		t.Fatalf("grant = %v", g)
+	}
+	resp := env.mustWrite("grants/g", map[string]any{"refresh_token": env.up.mint("read")})
+	if len(resp.Warnings) != 1 || !strings.Contains(resp.Warnings[0], "user-g2") || !strings.Contains(resp.Warnings[0], "user-g1") {
+		t.Fatalf("re-import by another subject: warnings %v", resp.Warnings)
+	}
+	if g := env.grant("g"); g["subject"] != "user-g2" {
+		t.Fatalf("grant = %v", g)
 	}
 }

@@ -149,7 +149,7 @@ func (b *backend) pathCallback(ctx context.Context, req *logical.Request, d *fra
 	if state == "" {
 		return logical.ErrorResponse("state is required"), nil
 	}
-	g, err := b.completeCallback(ctx, req.Storage, callbackParams{
+	g, warning, err := b.completeCallback(ctx, req.Storage, callbackParams{
 		state:         state,
 		code:          d.Get("code").(string),
 		upstreamError: d.Get("error").(string),
@@ -158,7 +158,11 @@ func (b *backend) pathCallback(ctx context.Context, req *logical.Request, d *fra
 	if err != nil {
 		return nil, err
 	}
-	return &logical.Response{Data: map[string]any{"grant": g.Name, "status": g.Status, "scopes": nonNil(g.Scopes)}}, nil
+	resp := &logical.Response{Data: map[string]any{"grant": g.Name, "status": g.Status, "scopes": nonNil(g.Scopes)}}
+	if warning != "" {
+		resp.Warnings = []string{warning}
+	}
+	return resp, nil
 }
 
 const authorizeHelp = `

@@ -97,8 +97,13 @@ func (b *backend) grantResponse(ctx context.Context, s logical.Storage, g *grant
 	if err != nil {
 		return nil, err
 	}
+	roles, err := b.rolesOfGrant(ctx, s, g.Name)
+	if err != nil {
+		return nil, err
+	}
 	data := grantData(g, g.ActiveLeases+shared)
 	data["write_pending"] = unsaved
+	data["roles"] = nonNil(roles)
 	return &logical.Response{Data: data}, nil
 }
 
@@ -119,6 +124,7 @@ func grantData(g *grantEntry, activeLeases int64) map[string]any {
 		"idle_timeout":    int64(g.IdleTimeout.Seconds()),
 		"keep_alive":      int64(g.KeepAlive.Seconds()),
 		"owner_entity_id": g.OwnerEntityID,
+		"subject":         g.Subject,
 		"last_error":      g.LastError,
 	}
 }
@@ -179,10 +185,14 @@ func (b *backend) pathGrantWrite(ctx context.Context, req *logical.Request, d *f
 		gw.owner = &id
 	}
 	g, resp, err := b.writeGrant(ctx, req.Storage, gw)
-	if resp != nil || err != nil {
+	if g == nil || err != nil {
 		return resp, err
 	}
-	return b.grantResponse(ctx, req.Storage, g, false)
+	out, err := b.grantResponse(ctx, req.Storage, g, false)
+	if err == nil && resp != nil {
+		out.Warnings = resp.Warnings
+	}
+	return out, err
 }
 
 func (b *backend) pathGrantDelete(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {

@@ -153,3 +153,22 @@ func (r *roleEntry) checkAllowedTargets(p *providerEntry) error {
 	}
 	return nil
 }
+
+// rolesOfGrant names the roles that issue from grant.
+func (b *backend) rolesOfGrant(ctx context.Context, s logical.Storage, grant string) ([]string, error) {
+	names, err := listRoles(ctx, s)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, name := range names {
+		r, err := b.role(ctx, s, name)
+		if err != nil {
+			return nil, err
+		}
+		if r != nil && r.Grant == grant {
+			out = append(out, name)
+		}
+	}
+	return out, nil
+}

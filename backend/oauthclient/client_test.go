@@ -6,6 +6,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
@@ -349,6 +350,21 @@ func TestDialRefusesLinkLocalAfterResolution(t *testing.T) {
 		err := refuseForbiddenAddrs("tcp", addr, nil)
 		if (err != nil) != refused {
 			t.Errorf("%s: err = %v, want refused=%v", addr, err, refused)
+		}
+	}
+}
+
+func TestIDTokenSubject(t *testing.T) {
+	enc := func(s string) string { return base64.RawURLEncoding.EncodeToString([]byte(s)) }
+	for _, tc := range []struct{ in, want string }{
+		{enc(`{"alg":"RS256"}`) + "." + enc(`{"sub":"alice","iss":"x"}`) + ".sig", "alice"},
+		{"", ""},
+		{"not.a.jwt!", ""},
+		{enc(`{}`) + "." + enc(`not json`) + ".x", ""},
+		{enc(`{}`) + "." + enc(`{"sub":"`+strings.Repeat("a", 300)+`"}`) + ".x", ""},
+	} {
+		if got := idTokenSubject(tc.in); got != tc.want {
+			t.Errorf("idTokenSubject(%q) = %q, want %q", tc.in, got, tc.want)
 		}
 	}
 }

@@ -42,6 +42,7 @@ type Introspection struct {
 	ClientID  string `json:"client_id"`
 	ExpiresAt int64  `json:"exp"`
 	TokenType string `json:"token_type"`
+	Subject   string `json:"sub"`
 }
 
 // ErrNoIntrospectionEndpoint means the server offers no introspection.
