@@ -45,14 +45,19 @@ type issuedToken struct {
 	warnings   []string
 }
 
-// trackOutstanding remembers a grant's access token that its lease will
-// revoke, so that deleting the grant can revoke it as well.
+// trackOutstanding remembers an access token that its lease will revoke,
+// so that deleting its grant or provider can revoke it as well (and a
+// provider is not deleted under it).
 func (b *backend) trackOutstanding(ctx context.Context, s logical.Storage, it *issuedToken) {
-	if it.grant == nil || it.revocation != revocationOnLeaseEnd {
+	if it.revocation != revocationOnLeaseEnd {
 		return
 	}
-	if err := b.rememberOutstanding(detached(ctx), s, it.grant.ID, it.tokenID, it.token); err != nil {
-		b.logger.Warn("remembering outstanding token failed; deleting the grant will not revoke it", "grant", it.grant.Name, "error", err)
+	owner := providerOwner(it.provider)
+	if it.grant != nil {
+		owner = it.grant.ID
+	}
+	if err := b.rememberOutstanding(detached(ctx), s, owner, it.tokenID, it.token); err != nil {
+		b.logger.Warn("remembering outstanding token failed; deleting its grant or provider will not revoke it", "provider", it.provider, "error", err)
 	}
 }
 

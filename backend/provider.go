@@ -140,6 +140,11 @@ func (b *backend) providerUsers(ctx context.Context, s logical.Storage, name str
 	for _, g := range grants {
 		users = append(users, "grant "+g)
 	}
+	if ids, err := s.List(ctx, outstandingDir(providerOwner(name))); err != nil {
+		return nil, err
+	} else if len(ids) > 0 {
+		users = append(users, fmt.Sprintf("%d client_credentials lease(s)", len(ids)))
+	}
 	shared, err := s.List(ctx, sharedTokenPrefix)
 	if err != nil {
 		return nil, err
@@ -181,15 +186,21 @@ func (b *backend) invalidateRebound(ctx context.Context, s logical.Storage, prov
 	return n
 }
 
-// revokeGrantsOfProvider revokes and erases every grant of provider as
-// far as the provider answers (provider delete with force); it returns a
-// warning per grant that could not be revoked upstream.
+// revokeGrantsOfProvider revokes the access tokens of its client_credentials
+// leases and revokes and erases every grant of provider, as far as the
+// provider answers (provider delete with force); it returns a warning per
+// thing it could not revoke upstream.
 func (b *backend) revokeGrantsOfProvider(ctx context.Context, s logical.Storage, provider string) []string {
 	grants, err := b.grantsOfProvider(ctx, s, provider)
 	if err != nil {
 		return []string{fmt.Sprintf("listing the grants of provider %q failed: %s", provider, err)}
 	}
 	var warnings []string
+	if h, err := b.provider(ctx, s, provider); err == nil {
+		if err := b.revokeOutstanding(ctx, s, h, providerOwner(provider)); err != nil {
+			warnings = append(warnings, fmt.Sprintf("revoking the access tokens of client_credentials leases failed: %s", err))
+		}
+	}
 	for _, name := range grants {
 		unlock := b.lockGrant(name)
 		g, err := b.loadGrantLocked(ctx, s, name)

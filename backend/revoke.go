@@ -43,8 +43,21 @@ func (t *outstandingToken) live(now time.Time) bool {
 	return t.Expiry.IsZero() || now.Before(t.Expiry)
 }
 
-func (b *backend) rememberOutstanding(ctx context.Context, s logical.Storage, grantID, tokenID string, tok *oauthclient.Token) error {
-	path := outstandingPath(grantID, tokenID)
+// providerOwner is the outstanding-token owner of tokens that belong to a
+// provider's client rather than to a grant (client_credentials). Grant IDs
+// are hex, so the two never collide.
+func providerOwner(provider string) string { return "provider-" + provider }
+
+// outstandingOwner is the owner a lease's token is remembered under.
+func (ld *leaseData) outstandingOwner() string {
+	if ld.GrantID != "" {
+		return ld.GrantID
+	}
+	return providerOwner(ld.Provider)
+}
+
+func (b *backend) rememberOutstanding(ctx context.Context, s logical.Storage, owner, tokenID string, tok *oauthclient.Token) error {
+	path := outstandingPath(owner, tokenID)
 	unlock := b.recordLocks.Lock(path)
 	defer unlock()
 	ot := &outstandingToken{Expiry: tok.Expiry}
@@ -109,10 +122,10 @@ func (b *backend) revokeGrantUpstream(ctx context.Context, s logical.Storage, g 
 	return &logical.Response{Warnings: warnings}, nil
 }
 
-// revokeOutstanding revokes every live access token a lease of grant
-// grantID still holds, and forgets it.
-func (b *backend) revokeOutstanding(ctx context.Context, s logical.Storage, h *providerHandle, grantID string) error {
-	ids, err := s.List(ctx, outstandingDir(grantID))
+// revokeOutstanding revokes every live access token that leases of owner
+// (a grant ID, or providerOwner) still hold, and forgets it.
+func (b *backend) revokeOutstanding(ctx context.Context, s logical.Storage, h *providerHandle, owner string) error {
+	ids, err := s.List(ctx, outstandingDir(owner))
 	if err != nil {
 		return err
 	}
@@ -124,7 +137,7 @@ func (b *backend) revokeOutstanding(ctx context.Context, s logical.Storage, h *p
 		return err
 	}
 	for _, id := range ids {
-		path := outstandingPath(grantID, id)
+		path := outstandingPath(owner, id)
 		ot, err := getOutstanding(ctx, s, path)
 		if err != nil {
 			return err
@@ -177,8 +190,8 @@ func (b *backend) revokeAccessToken(ctx context.Context, s logical.Storage, ld *
 			return fmt.Errorf("revoking token at provider %q: %w", ld.Provider, err)
 		}
 	}
-	if ld.GrantID != "" && ld.TokenID != "" {
-		if err := s.Delete(ctx, outstandingPath(ld.GrantID, ld.TokenID)); err != nil {
+	if ld.TokenID != "" {
+		if err := s.Delete(ctx, outstandingPath(ld.outstandingOwner(), ld.TokenID)); err != nil {
 			return err
 		}
 	}
