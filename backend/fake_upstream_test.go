@@ -25,8 +25,10 @@ type fakeUpstream struct {
 	refreshes  int
 	revoked    []string
 	extraScope string
-	// noExpiry leaves expires_in out of token responses.
-	noExpiry bool
+	// noExpiry leaves expires_in out of token responses; expiresIn, when
+	// set, replaces the default 300 seconds.
+	noExpiry  bool
+	expiresIn int
 	// codes are authorization codes not yet redeemed; exchanges counts
 	// every code redemption.
 	codes     map[string]string
@@ -176,6 +178,9 @@ func (f *fakeUpstream) token(w http.ResponseWriter, r *http.Request) {
 	default:
 		oauthError(w, 400, "unsupported_grant_type")
 		return
+	}
+	if f.expiresIn > 0 {
+		resp["expires_in"] = f.expiresIn
 	}
 	if f.noExpiry {
 		delete(resp, "expires_in")

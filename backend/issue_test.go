@@ -389,3 +389,47 @@ func TestTokenExchangeAudienceCheckedAtIssue(t *testing.T) {
 		t.Fatal("the grant was refreshed for a refused exchange")
 	}
 }
+
+// The role's shared-token lock was held across the upstream call for a new
+// token: a slow upstream stalled grant reads and lease releases of the role.
+func TestSharedTokenFetchDoesNotBlockTheRole(t *testing.T) {
+	env := newTestEnv(t)
+	env.mustWrite("grants/g", map[string]any{"provider": "up", "refresh_token": env.up.mint("read")})
+	env.mustWrite("roles/r", map[string]any{"grant": "g", "token_reuse": true})
+	env.up.set(func(f *fakeUpstream) { f.expiresIn = 20 }) // under min_remaining: the next read fetches anew
+	first, err := env.creds("r")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gate := make(chan struct{})
+	env.up.set(func(f *fakeUpstream) { f.gate, f.expiresIn = gate, 300 })
+	fetched := make(chan error, 4)
+	for i := 0; i < 4; i++ {
+		go func() {
+			_, err := env.creds("r")
+			fetched <- err
+		}()
+	}
+	time.Sleep(100 * time.Millisecond) // let them reach the upstream
+	done := make(chan struct{})
+	go func() {
+		env.grant("g")
+		env.revoke(first)
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(2 * time.Second):
+		close(gate)
+		t.Fatal("a grant read and a lease release waited for the upstream call of a new shared token")
+	}
+	close(gate)
+	for i := 0; i < 4; i++ {
+		if err := <-fetched; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := env.up.refreshCount(); n != 2 {
+		t.Fatalf("%d refreshes upstream for one expired shared token (want the first and one more)", n)
+	}
+}

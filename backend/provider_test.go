@@ -147,43 +147,38 @@ func TestZeroExpiryTokensAreRevokedWithTheirGrant(t *testing.T) {
 
 // A client_credentials lease outlives its role; deleting the provider
 // under it would leave its token unrevocable.
-func TestProviderDeleteRefusedWhileClientCredentialsLeasesLive(t *testing.T) {
+func TestClientCredentialsLeasesHoldTheirProvider(t *testing.T) {
 	env := newTestEnv(t)
 	env.mustWrite("roles/cc", map[string]any{"grant_type": "client_credentials", "provider": "up"})
-	lease, err := env.creds("cc")
-	if err != nil {
-		t.Fatal(err)
+	var leases []*logical.Response
+	for i := 0; i < 2; i++ {
+		lease, err := env.creds("cc")
+		if err != nil {
+			t.Fatal(err)
+		}
+		leases = append(leases, lease)
 	}
 	if _, err := env.do(logical.DeleteOperation, "roles/cc", nil); err != nil {
 		t.Fatal(err)
 	}
-	resp, err := env.do(logical.DeleteOperation, "providers/up", nil)
-	if err != nil || !resp.IsError() || !strings.Contains(resp.Error().Error(), "client_credentials lease") {
-		t.Fatalf("provider delete under a live lease: %v %v", err, resp)
+	refused := func() bool {
+		resp, err := env.do(logical.DeleteOperation, "providers/up", nil)
+		return err == nil && resp.IsError() && strings.Contains(resp.Error().Error(), "client_credentials lease")
 	}
-	// Once the lease ends, nothing holds the provider.
-	if err := env.revoke(lease); err != nil {
+	if !refused() {
+		t.Fatal("provider deleted under two live leases")
+	}
+	if err := env.revoke(leases[0]); err != nil {
 		t.Fatal(err)
 	}
-	if resp, err := env.do(logical.DeleteOperation, "providers/up", nil); err != nil || (resp != nil && resp.IsError()) {
-		t.Fatalf("provider delete after the lease ended: %v %v", err, resp)
+	if !refused() {
+		t.Fatal("provider deleted under a live lease")
 	}
-}
-
-func TestForcedProviderDeleteRevokesClientCredentialsTokens(t *testing.T) {
-	env := newTestEnv(t)
-	env.mustWrite("roles/cc", map[string]any{"grant_type": "client_credentials", "provider": "up"})
-	lease, err := env.creds("cc")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := env.do(logical.DeleteOperation, "roles/cc", nil); err != nil {
-		t.Fatal(err)
-	}
+	// force revokes the token of the lease still live, then deletes.
 	if resp, err := env.do(logical.DeleteOperation, "providers/up", map[string]any{"force": true}); err != nil || (resp != nil && resp.IsError()) {
 		t.Fatalf("forced delete: %v %v", err, resp)
 	}
-	if env.up.isActive(lease.Data["access_token"].(string)) {
+	if env.up.isActive(leases[1].Data["access_token"].(string)) {
 		t.Fatal("the client_credentials token outlived its forcibly deleted provider")
 	}
 }

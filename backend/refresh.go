@@ -3,7 +3,9 @@ package backend
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/hashicorp/vault/sdk/logical"
@@ -169,11 +171,7 @@ func (b *backend) keepUnsaved(g *grantEntry) {
 func (b *backend) unsavedGrantNames() []string {
 	b.cacheMu.RLock()
 	defer b.cacheMu.RUnlock()
-	names := make([]string, 0, len(b.unsaved))
-	for n := range b.unsaved {
-		names = append(names, n)
-	}
-	return names
+	return slices.Collect(maps.Keys(b.unsaved))
 }
 
 // flushUnsaved retries the writes of unsaved grants; it returns how many

@@ -152,6 +152,17 @@ func TestUnsavedGrantIsStoredByTheWorker(t *testing.T) {
 	}
 }
 
+// markRefreshStarted leaves the in-flight mark a node that died mid-refresh
+// leaves behind.
+func markRefreshStarted(t *testing.T, env *testEnv, name string) {
+	t.Helper()
+	g := env.storedGrant(name)
+	g.RefreshStartedAt = env.b.now().UTC()
+	if err := env.b.storeGrant(context.Background(), env.storage, g); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // A node that died after sending the refresh token left a stored token the
 // upstream had already rotated away; the next refresh must say so.
 func TestInterruptedRefreshIsNamedInLastError(t *testing.T) {
@@ -161,11 +172,7 @@ func TestInterruptedRefreshIsNamedInLastError(t *testing.T) {
 	env.mustWrite("roles/r", map[string]any{"grant": "g"})
 	// The dying node: marked the refresh, sent the token, never stored
 	// the answer.
-	g := env.storedGrant("g")
-	g.RefreshStartedAt = env.b.now().UTC()
-	if err := env.b.storeGrant(context.Background(), env.storage, g); err != nil {
-		t.Fatal(err)
-	}
+	markRefreshStarted(t, env, "g")
 	env.up.refreshDirect(rt)
 
 	_, err := env.creds("r")
@@ -190,11 +197,7 @@ func TestInterruptedRefreshRetriesTheStoredToken(t *testing.T) {
 	env := newTestEnv(t)
 	env.mustWrite("grants/g", map[string]any{"provider": "up", "refresh_token": env.up.mint("read")})
 	env.mustWrite("roles/r", map[string]any{"grant": "g"})
-	g := env.storedGrant("g")
-	g.RefreshStartedAt = env.b.now().UTC()
-	if err := env.b.storeGrant(context.Background(), env.storage, g); err != nil {
-		t.Fatal(err)
-	}
+	markRefreshStarted(t, env, "g")
 	if _, err := env.creds("r"); err != nil {
 		t.Fatal(err)
 	}

@@ -36,8 +36,8 @@ type leaseData struct {
 	// Fingerprint is the role's settings at issue (empty on leases issued
 	// before it was recorded).
 	Fingerprint string
-	ExpiresAt                                                                   time.Time
-	Shared                                                                      bool
+	ExpiresAt   time.Time
+	Shared      bool
 }
 
 func parseLeaseData(in map[string]any) (*leaseData, error) {

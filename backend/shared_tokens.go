@@ -3,6 +3,8 @@ package backend
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
 	"sync"
 	"time"
 
@@ -30,6 +32,41 @@ type sharedToken struct {
 	Revocation    string    `json:"revocation"`
 	Fingerprint   string    `json:"fingerprint"`
 	Leases        int64     `json:"leases"`
+
+	// plain is a new token not yet sealed: flush seals it under the
+	// current key as it stores it.
+	plain string
+}
+
+// sharedEntry is the storage entry of st's tokens: new ones sealed, old
+// ones brought to the current key. st.mu and keysMu (read) are held.
+func (b *backend) sharedEntry(ctx context.Context, s logical.Storage, st *sharedState) (*logical.StorageEntry, error) {
+	kr, err := b.sealingKeys(ctx, s)
+	if err != nil {
+		return nil, err
+	}
+	if err := st.tokens.sealNew(kr, st.role); err != nil {
+		return nil, err
+	}
+	if _, err := resealRecord(kr, sharedPath(st.role), st.tokens); err != nil {
+		return nil, err
+	}
+	return logical.StorageEntryJSON(sharedPath(st.role), st.tokens)
+}
+
+// sealNew seals the tokens added since the last store.
+func (st *sharedTokens) sealNew(kr *keyring, role string) error {
+	for id, t := range st.Tokens {
+		if t.plain == "" {
+			continue
+		}
+		sealedToken, err := kr.seal(t.plain, sharedAAD(role, id))
+		if err != nil {
+			return err
+		}
+		t.AccessToken, t.plain = sealedToken, ""
+	}
+	return nil
 }
 
 // sharedState is the in-memory copy of one role's shared tokens. Every
@@ -44,6 +81,9 @@ type sharedState struct {
 	tokens   *sharedTokens // nil until loaded, or after a failed write
 	flushing bool
 	waiters  []chan error
+	// issuing is non-nil while one caller fetches a new token upstream
+	// without holding mu; it is closed when that ends.
+	issuing chan struct{}
 }
 
 func (b *backend) sharedStateOf(role string) *sharedState {
@@ -104,12 +144,7 @@ func (st *sharedState) flush(ctx context.Context, s logical.Storage) {
 		if st.tokens == nil {
 			err = fmt.Errorf("shared tokens of role %q were dropped after a failed write", st.role)
 		} else if len(st.tokens.Tokens) > 0 {
-			var kr *keyring
-			if kr, err = b.sealingKeys(ctx, s); err == nil {
-				if _, err = resealRecord(kr, sharedPath(st.role), st.tokens); err == nil {
-					entry, err = logical.StorageEntryJSON(sharedPath(st.role), st.tokens)
-				}
-			}
+			entry, err = b.sharedEntry(ctx, s, st)
 		}
 		st.mu.Unlock()
 
@@ -136,33 +171,67 @@ func (st *sharedState) flush(ctx context.Context, s logical.Storage) {
 // issueShared hands out the role's current token while it has at least
 // min_remaining left (and the grant still passes every check), or gets a
 // new one. Every lease counts, so the token is revoked only with the last.
+// The role's lock is not held across the upstream call for a new token:
+// one caller fetches it while the others wait for it (st.issuing), and
+// lease releases and grant reads of the role go on meanwhile.
 func (b *backend) issueShared(ctx context.Context, s logical.Storage, role *roleEntry, cfg *configEntry) (*issuedToken, error) {
 	ctx = detached(ctx)
 	st := b.sharedStateOf(role.Name)
-	st.mu.Lock()
-	if err := st.loadLocked(ctx, s); err != nil {
+	for {
+		st.mu.Lock()
+		it, err := b.reuseShared(ctx, s, st, role, cfg)
+		if err != nil {
+			st.mu.Unlock()
+			return nil, err
+		}
+		if it != nil {
+			return b.commitShared(ctx, s, st, it) // unlocks st.mu
+		}
+		if fetching := st.issuing; fetching != nil {
+			st.mu.Unlock()
+			<-fetching // then try to reuse what it got
+			continue
+		}
+		fetching := make(chan struct{})
+		st.issuing = fetching
 		st.mu.Unlock()
-		return nil, err
-	}
-	kr, err := b.sealingKeys(ctx, s)
-	if err != nil {
-		st.mu.Unlock()
-		return nil, err
-	}
-	it, err := b.reuseCurrentLocked(ctx, s, role, cfg, st.tokens, kr)
-	if err != nil || it == nil {
+
+		it, err = b.issue(ctx, s, role)
+
+		st.mu.Lock()
+		st.issuing = nil
+		close(fetching)
 		if err == nil {
-			it, err = b.issueNewShared(ctx, s, role, st.tokens, kr)
+			err = st.loadLocked(ctx, s)
 		}
 		if err != nil {
 			st.mu.Unlock()
 			return nil, err
 		}
+		st.addLocked(role, it)
+		return b.commitShared(ctx, s, st, it) // unlocks st.mu
 	}
+}
+
+// reuseShared loads the role's tokens and returns the current one with one
+// more lease, or nil when a new one is needed; st.mu is held.
+func (b *backend) reuseShared(ctx context.Context, s logical.Storage, st *sharedState, role *roleEntry, cfg *configEntry) (*issuedToken, error) {
+	if err := st.loadLocked(ctx, s); err != nil {
+		return nil, err
+	}
+	kr, err := b.sealingKeys(ctx, s)
+	if err != nil {
+		return nil, err
+	}
+	return b.reuseCurrentLocked(ctx, s, role, cfg, st.tokens, kr)
+}
+
+// commitShared stores the lease count (and a new token) and unlocks st.mu.
+func (b *backend) commitShared(ctx context.Context, s logical.Storage, st *sharedState, it *issuedToken) (*issuedToken, error) {
 	wait := st.commitLocked(ctx, s)
 	st.mu.Unlock()
 	if err := wait(); err != nil {
-		return nil, fmt.Errorf("storing shared token of role %q: %w", role.Name, err)
+		return nil, fmt.Errorf("storing shared token of role %q: %w", st.role, err)
 	}
 	if it.tokenFresh {
 		b.trackOutstanding(ctx, s, it)
@@ -195,9 +264,12 @@ func (b *backend) reuseCurrentLocked(ctx context.Context, s logical.Storage, rol
 		}
 		it.grant = g
 	}
-	accessToken, err := kr.open(cur.AccessToken, sharedAAD(role.Name, tokens.Current))
-	if err != nil {
-		return nil, err
+	accessToken := cur.plain // added, not yet stored
+	if accessToken == "" {
+		var err error
+		if accessToken, err = kr.open(cur.AccessToken, sharedAAD(role.Name, tokens.Current)); err != nil {
+			return nil, err
+		}
 	}
 	cur.Leases++
 	it.token = &oauthclient.Token{
@@ -210,18 +282,12 @@ func (b *backend) reuseCurrentLocked(ctx context.Context, s logical.Storage, rol
 	return it, nil
 }
 
-func (b *backend) issueNewShared(ctx context.Context, s logical.Storage, role *roleEntry, tokens *sharedTokens, kr *keyring) (*issuedToken, error) {
-	it, err := b.issue(ctx, s, role)
-	if err != nil {
-		return nil, err
-	}
+// addLocked makes a newly issued token the role's current one, with its
+// first lease; st.mu is held. It is sealed when stored (flush).
+func (st *sharedState) addLocked(role *roleEntry, it *issuedToken) {
 	id := randomID()
-	sealedToken, err := kr.seal(it.token.AccessToken, sharedAAD(role.Name, id))
-	if err != nil {
-		return nil, err
-	}
 	t := &sharedToken{
-		AccessToken:   sealedToken,
+		plain:         it.token.AccessToken,
 		TokenType:     it.token.TokenType,
 		Scopes:        it.token.Scopes,
 		ScopeReturned: it.token.ScopeReturned,
@@ -234,10 +300,9 @@ func (b *backend) issueNewShared(ctx context.Context, s logical.Storage, role *r
 	if it.grant != nil {
 		t.GrantID = it.grant.ID
 	}
-	tokens.Tokens[id] = t
-	tokens.Current = id
+	st.tokens.Tokens[id] = t
+	st.tokens.Current = id
 	it.tokenID, it.shared, it.tokenFresh = id, true, true
-	return it, nil
 }
 
 // releaseShared ends one lease of a shared token; the last one revokes it.
@@ -289,11 +354,7 @@ func (b *backend) releaseShared(ctx context.Context, s logical.Storage, ld *leas
 func (b *backend) sharedRoles() []string {
 	b.cacheMu.RLock()
 	defer b.cacheMu.RUnlock()
-	roles := make([]string, 0, len(b.shared))
-	for r := range b.shared {
-		roles = append(roles, r)
-	}
-	return roles
+	return slices.Collect(maps.Keys(b.shared))
 }
 
 // sharedLeasesOf counts the leases that hold shared tokens of grant g.
