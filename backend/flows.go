@@ -93,18 +93,18 @@ func (b *backend) startFlow(ctx context.Context, s logical.Storage, fr *flowRequ
 	creating := g == nil
 	switch {
 	case creating && fr.provider == "":
-		return logical.ErrorResponse("provider is required to authorize a new grant"), nil
+		return nil, badInputf("provider is required to authorize a new grant")
 	case creating:
 		g = newGrant(fr.name, fr.provider, fr.owner, b.now())
 		g.MaxAge, g.IdleTimeout, g.KeepAlive = fr.maxAge, fr.idleTimeout, fr.keepAlive
 	case fr.provider != "" && fr.provider != g.Provider:
-		return logical.ErrorResponse("provider: grant %q belongs to provider %q", fr.name, g.Provider), nil
+		return nil, badInputf("provider: grant %q belongs to provider %q", fr.name, g.Provider)
 	case g.Status == statusRevoking:
-		return logical.ErrorResponse("grant %q is being revoked", fr.name), nil
+		return nil, badInputf("grant %q is being revoked", fr.name)
 	}
 	h, err := b.provider(ctx, s, g.Provider)
 	if err != nil {
-		return logical.ErrorResponse("provider: %s", err), nil
+		return nil, badInputf("provider: %s", err)
 	}
 	fg := &flowGrant{grant: g, provider: h, creating: creating, scopes: g.Scopes}
 	if fr.scopesSet {
@@ -476,8 +476,8 @@ type grantWrite struct {
 
 // writeGrant creates or updates a grant; a new refresh token replaces the
 // old one, which is queued for revocation upstream.
-// A response it returns with a grant carries warnings only.
-func (b *backend) writeGrant(ctx context.Context, s logical.Storage, gw *grantWrite) (*grantEntry, *logical.Response, error) {
+// Its errors are bad input (badInput) or state; it returns warnings.
+func (b *backend) writeGrant(ctx context.Context, s logical.Storage, gw *grantWrite) (*grantEntry, []string, error) {
 	var warnings []string
 	ctx = detached(ctx) // a code exchange's result must be stored
 	unlock := b.lockGrant(gw.name)
@@ -491,18 +491,18 @@ func (b *backend) writeGrant(ctx context.Context, s logical.Storage, gw *grantWr
 	newToken := gw.refreshToken != "" || gw.code != ""
 	switch {
 	case creating && !gw.creating:
-		return nil, logical.ErrorResponse("grant %q does not exist", gw.name), nil
+		return nil, nil, badInputf("grant %q does not exist", gw.name)
 	case creating && !newToken:
-		return nil, logical.ErrorResponse("refresh_token or code is required to create a grant"), nil
+		return nil, nil, badInputf("refresh_token or code is required to create a grant")
 	case creating:
 		g = newGrant(gw.name, gw.provider, gw.caller, b.now())
 	case g.Status == statusRevoking:
-		return nil, logical.ErrorResponse("grant %q is being revoked; wait for it to finish or delete it with force=true", gw.name), nil
+		return nil, nil, badInputf("grant %q is being revoked; wait for it to finish or delete it with force=true", gw.name)
 	case gw.provider != "" && gw.provider != g.Provider:
-		return nil, logical.ErrorResponse("provider: a grant's provider cannot change; delete the grant and create it again"), nil
+		return nil, nil, badInputf("provider: a grant's provider cannot change; delete the grant and create it again")
 	}
 	if g.Provider == "" {
-		return nil, logical.ErrorResponse("provider is required"), nil
+		return nil, nil, badInputf("provider is required")
 	}
 	if gw.scopes != nil {
 		g.Scopes = *gw.scopes
@@ -517,7 +517,7 @@ func (b *backend) writeGrant(ctx context.Context, s logical.Storage, gw *grantWr
 	}
 	if gw.owner != nil && *gw.owner != g.OwnerEntityID {
 		if !creating && !gw.changeOwner {
-			return nil, logical.ErrorResponse("owner_entity_id: changing the owner of an existing grant needs change_owner=true"), nil
+			return nil, nil, badInputf("owner_entity_id: changing the owner of an existing grant needs change_owner=true")
 		}
 		if !creating {
 			b.logger.Warn("grant owner changed", "grant", g.Name, "from", g.OwnerEntityID, "to", *gw.owner, "by", gw.caller)
@@ -528,7 +528,7 @@ func (b *backend) writeGrant(ctx context.Context, s logical.Storage, gw *grantWr
 	h, err := b.provider(ctx, s, g.Provider)
 	if err != nil {
 		if creating {
-			return nil, logical.ErrorResponse("provider: %s", err), nil
+			return nil, nil, badInputf("provider: %s", err)
 		}
 		return nil, nil, err
 	}
@@ -543,7 +543,7 @@ func (b *backend) writeGrant(ctx context.Context, s logical.Storage, gw *grantWr
 			return nil, nil, upstreamError(g.Provider, err, g.Scopes)
 		}
 		if tok.RefreshToken == "" {
-			return nil, logical.ErrorResponse("code: provider %q returned no refresh token; request offline access (e.g. the offline_access scope) when authorizing", g.Provider), nil
+			return nil, nil, badInputf("code: provider %q returned no refresh token; request offline access (e.g. the offline_access scope) when authorizing", g.Provider)
 		}
 		refreshToken, subject = tok.RefreshToken, tok.Subject
 		if tok.ScopeReturned {
@@ -567,10 +567,7 @@ func (b *backend) writeGrant(ctx context.Context, s logical.Storage, gw *grantWr
 	if err := b.saveGrantLocked(ctx, s, g); err != nil {
 		return nil, nil, err
 	}
-	if len(warnings) > 0 {
-		return g, &logical.Response{Warnings: warnings}, nil
-	}
-	return g, nil, nil
+	return g, warnings, nil
 }
 
 // introspectSubject asks the provider who an imported refresh token

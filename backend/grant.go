@@ -429,13 +429,13 @@ func (b *backend) readGrant(ctx context.Context, s logical.Storage, name string)
 }
 
 // checkOwner refuses an owner_entity_id that names no entity.
-func (b *backend) checkOwner(id string) (*logical.Response, error) {
+func (b *backend) checkOwner(id string) error {
 	entity, err := b.System().EntityInfo(id)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if entity == nil {
-		return logical.ErrorResponse("owner_entity_id: entity %q does not exist", id), nil
+		return badInputf("owner_entity_id: entity %q does not exist", id)
 	}
-	return nil, nil
+	return nil
 }

@@ -92,8 +92,8 @@ func (b *backend) flowHandler(start func(context.Context, logical.Storage, *conf
 			return resp, nil
 		}
 		if id := strings.TrimSpace(d.Get("owner_entity_id").(string)); id != "" {
-			if resp, err := b.checkOwner(id); resp != nil || err != nil {
-				return resp, err
+			if err := b.checkOwner(id); err != nil {
+				return respondBadInput(err)
 			}
 			fr.owner = id
 		}
@@ -101,9 +101,13 @@ func (b *backend) flowHandler(start func(context.Context, logical.Storage, *conf
 		if err != nil {
 			return nil, err
 		}
-		return b.startFlow(ctx, req.Storage, fr, func(fg *flowGrant) (*logical.Response, error) {
+		resp, err = b.startFlow(ctx, req.Storage, fr, func(fg *flowGrant) (*logical.Response, error) {
 			return start(ctx, req.Storage, cfg, fg)
 		})
+		if err != nil {
+			return respondBadInput(err)
+		}
+		return resp, nil
 	}
 }
 

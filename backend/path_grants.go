@@ -178,21 +178,21 @@ func (b *backend) pathGrantWrite(ctx context.Context, req *logical.Request, d *f
 	if v, ok := d.GetOk("owner_entity_id"); ok {
 		id := strings.TrimSpace(v.(string))
 		if id != "" {
-			if resp, err := b.checkOwner(id); resp != nil || err != nil {
-				return resp, err
+			if err := b.checkOwner(id); err != nil {
+				return respondBadInput(err)
 			}
 		}
 		gw.owner = &id
 	}
-	g, resp, err := b.writeGrant(ctx, req.Storage, gw)
-	if g == nil || err != nil {
-		return resp, err
+	g, warnings, err := b.writeGrant(ctx, req.Storage, gw)
+	if err != nil {
+		return respondBadInput(err)
 	}
-	out, err := b.grantResponse(ctx, req.Storage, g, false)
-	if err == nil && resp != nil {
-		out.Warnings = resp.Warnings
+	resp, err := b.grantResponse(ctx, req.Storage, g, false)
+	if err == nil {
+		resp.Warnings = warnings
 	}
-	return out, err
+	return resp, err
 }
 
 func (b *backend) pathGrantDelete(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {

@@ -249,29 +249,8 @@ func (b *backend) pathProviderWrite(ctx context.Context, req *logical.Request, d
 		p.Timeout = time.Duration(v.(int)) * time.Second
 	}
 
-	cfg, err := b.mountConfig(ctx, req.Storage)
-	if err != nil {
-		return nil, err
-	}
-	httpClient, err := oauthclient.NewHTTPClient(p.CAPEM, p.timeout(cfg))
-	if err != nil {
-		return logical.ErrorResponse("ca_pem: %s", err), nil
-	}
-	if rediscover && p.Issuer != "" {
-		md, err := oauthclient.Discover(ctx, httpClient, p.Issuer)
-		if err != nil {
-			return logical.ErrorResponse("issuer: discovery failed: %s", err), nil
-		}
-		discovered := md.Endpoints()
-		for _, f := range endpointFields {
-			if u := *f.ptr(&discovered); u != "" {
-				if err := oauthclient.CheckEndpointURL(u); err != nil {
-					return logical.ErrorResponse("issuer: discovered %s %q: %s", f.field, u, err), nil
-				}
-			}
-		}
-		p.Discovered = discovered
-		p.IssRequired = md.IssParameterSupported
+	if err := b.discover(ctx, req.Storage, p, rediscover); err != nil {
+		return respondBadInput(err)
 	}
 	if p.endpoints().Token == "" {
 		return logical.ErrorResponse("token_url is required when issuer discovery does not provide one"), nil
@@ -297,39 +276,22 @@ func (b *backend) pathProviderWrite(ctx context.Context, req *logical.Request, d
 		}
 	}
 
-	// A grant's refresh token goes only where it was authorized: moving
-	// the provider's endpoints or trust anchors under existing grants is
-	// refused unless the caller asks for those grants to be invalidated.
-	var rebound []string
-	if oldBinding != "" && p.binding() != oldBinding {
-		if rebound, err = b.grantsOfProvider(ctx, req.Storage, name); err != nil {
-			return nil, err
-		}
-		if len(rebound) > 0 && !d.Get("rebind_grants").(bool) {
-			return logical.ErrorResponse("issuer, token_url, revocation_url, introspection_url, ca_pem: changing where provider %q sends refresh tokens would send those of its grants (%s) to endpoints they were not authorized against; pass rebind_grants=true to accept the change and mark those grants invalid (re-authorization needed)",
-				name, namesList(rebound)), nil
-		}
+	secrets := providerSecrets{}
+	if secretSet {
+		v := secret.(string)
+		secrets.clientSecret = &v
 	}
-
-	err = b.storeSealed(ctx, req.Storage, providerPath(name), p, func(kr *keyring) (err error) {
-		if secretSet {
-			if p.ClientSecret, err = kr.sealOptional(secret.(string), providerAAD(name, "client_secret")); err != nil {
-				return err
-			}
-		}
-		if keySet {
-			p.ClientPrivateKey, err = kr.sealOptional(privateKey.(string), providerAAD(name, "client_private_key"))
-		}
-		return err
-	})
+	if keySet {
+		v := privateKey.(string)
+		secrets.privateKey = &v
+	}
+	rebound, err := b.storeProvider(ctx, req.Storage, p, oldBinding, secrets, d.Get("rebind_grants").(bool))
 	if err != nil {
-		return nil, err
+		return respondBadInput(err)
 	}
-	b.dropCaches(providerPath(name))
 	resp := &logical.Response{Data: providerData(p)}
 	if len(rebound) > 0 {
-		n := b.invalidateRebound(ctx, req.Storage, name, rebound)
-		resp.Warnings = append(resp.Warnings, fmt.Sprintf("provider %q now sends refresh tokens elsewhere: %d grant(s) marked invalid and need re-authorization: %s", name, n, namesList(rebound)))
+		resp.Warnings = append(resp.Warnings, fmt.Sprintf("provider %q now sends refresh tokens elsewhere: grant(s) marked invalid and need re-authorization: %s", name, namesList(rebound)))
 	}
 	return resp, nil
 }

@@ -116,6 +116,80 @@ func (p *providerEntry) binding() string {
 	return hex.EncodeToString(sum[:16])
 }
 
+// discover fills p's discovered endpoints from its issuer (RFC 8414, then
+// OpenID Connect discovery) when rediscover says the issuer was written.
+// Its errors are bad input about issuer or ca_pem.
+func (b *backend) discover(ctx context.Context, s logical.Storage, p *providerEntry, rediscover bool) error {
+	cfg, err := b.mountConfig(ctx, s)
+	if err != nil {
+		return err
+	}
+	httpClient, err := oauthclient.NewHTTPClient(p.CAPEM, p.timeout(cfg))
+	if err != nil {
+		return badInputf("ca_pem: %s", err)
+	}
+	if !rediscover || p.Issuer == "" {
+		return nil
+	}
+	md, err := oauthclient.Discover(ctx, httpClient, p.Issuer)
+	if err != nil {
+		return badInputf("issuer: discovery failed: %s", err)
+	}
+	discovered := md.Endpoints()
+	for _, f := range endpointFields {
+		if u := *f.ptr(&discovered); u != "" {
+			if err := oauthclient.CheckEndpointURL(u); err != nil {
+				return badInputf("issuer: discovered %s %q: %s", f.field, u, err)
+			}
+		}
+	}
+	p.Discovered = discovered
+	p.IssRequired = md.IssParameterSupported
+	return nil
+}
+
+// providerSecrets are the write-only values of a provider write; nil
+// leaves a value as it is, "" clears it.
+type providerSecrets struct {
+	clientSecret, privateKey *string
+}
+
+// storeProvider seals p's new secrets and stores it. A grant's refresh
+// token goes only where it was authorized: when p's binding moved away
+// from oldBinding under existing grants, the write is refused (bad input)
+// unless rebind, and then those grants are marked invalid; it returns them.
+// The caller holds the provider's lock.
+func (b *backend) storeProvider(ctx context.Context, s logical.Storage, p *providerEntry, oldBinding string, secrets providerSecrets, rebind bool) ([]string, error) {
+	var rebound []string
+	if oldBinding != "" && p.binding() != oldBinding {
+		var err error
+		if rebound, err = b.grantsOfProvider(ctx, s, p.Name); err != nil {
+			return nil, err
+		}
+		if len(rebound) > 0 && !rebind {
+			return nil, badInputf("issuer, token_url, revocation_url, introspection_url, ca_pem: changing where provider %q sends refresh tokens would send those of its grants (%s) to endpoints they were not authorized against; pass rebind_grants=true to accept the change and mark those grants invalid (re-authorization needed)",
+				p.Name, namesList(rebound))
+		}
+	}
+	err := b.storeSealed(ctx, s, providerPath(p.Name), p, func(kr *keyring) (err error) {
+		if secrets.clientSecret != nil {
+			if p.ClientSecret, err = kr.sealOptional(*secrets.clientSecret, providerAAD(p.Name, "client_secret")); err != nil {
+				return err
+			}
+		}
+		if secrets.privateKey != nil {
+			p.ClientPrivateKey, err = kr.sealOptional(*secrets.privateKey, providerAAD(p.Name, "client_private_key"))
+		}
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	b.dropCaches(providerPath(p.Name))
+	b.invalidateRebound(ctx, s, p.Name, rebound)
+	return rebound, nil
+}
+
 // providerUsers names the roles, grants and shared tokens that use the
 // provider: deleting it would strand their tokens unrevoked.
 func (b *backend) providerUsers(ctx context.Context, s logical.Storage, name string) ([]string, error) {
@@ -166,9 +240,8 @@ func (b *backend) providerUsers(ctx context.Context, s logical.Storage, name str
 }
 
 // invalidateRebound marks the named grants of provider invalid after its
-// endpoints moved; it returns how many it marked.
-func (b *backend) invalidateRebound(ctx context.Context, s logical.Storage, provider string, grants []string) int {
-	n := 0
+// endpoints moved. One it fails to mark is still refused by its binding.
+func (b *backend) invalidateRebound(ctx context.Context, s logical.Storage, provider string, grants []string) {
 	for _, name := range grants {
 		_, err := b.updateGrant(ctx, s, name, func(g *grantEntry) error {
 			if g.Provider != provider || g.Status == statusRevoking {
@@ -177,13 +250,10 @@ func (b *backend) invalidateRebound(ctx context.Context, s logical.Storage, prov
 			g.markInvalid(fmt.Sprintf("provider %q was moved to other endpoints (rebind_grants); re-authorization is needed", provider))
 			return nil
 		})
-		if err == nil {
-			n++
-		} else if !isNoGrant(err) && !errors.Is(err, errUnchanged) {
+		if err != nil && !isNoGrant(err) && !errors.Is(err, errUnchanged) {
 			b.logger.Error("marking re-bound grant invalid failed; it stays refused by its binding", "grant", name, "error", err)
 		}
 	}
-	return n
 }
 
 // revokeGrantsOfProvider revokes the access tokens of its client_credentials

@@ -13,6 +13,40 @@ import (
 	"github.com/vault-plugin-secrets-oauth/vault-plugin-secrets-oauth/backend/oauthclient"
 )
 
+// How the engine answers errors, one rule for every path:
+//
+//   - Bad input is answered by the path file with logical.ErrorResponse: a
+//     400 whose message starts with the field it is about. Nothing is
+//     stored.
+//   - Domain code (issue, refresh, flows, revoke, ...) returns errors.
+//     logical.CodedError carries a state the caller must act on (400: the
+//     grant is invalid, expired or pending; 429: too many pending flows;
+//     503: shutting down) or upstream trouble, mapped by upstreamError
+//     below as SPEC's error table says.
+//   - Any other error is a 500: storage failures and bugs. Its text never
+//     carries a secret: upstream text reaches it only through
+//     oauthclient's scrubbing.
+
+// badInput is a domain check's verdict on the request (a field that must
+// change); the path file answers it with logical.ErrorResponse.
+type badInput struct{ msg string }
+
+func (e *badInput) Error() string { return e.msg }
+
+func badInputf(format string, args ...any) error {
+	return &badInput{msg: fmt.Sprintf(format, args...)}
+}
+
+// respondBadInput answers a domain error: bad input as a 400 response,
+// anything else as the error it is.
+func respondBadInput(err error) (*logical.Response, error) {
+	var bi *badInput
+	if errors.As(err, &bi) {
+		return logical.ErrorResponse(bi.msg), nil
+	}
+	return nil, err
+}
+
 // upstreamError turns a failed upstream call into the status the SPEC's
 // error table gives. invalid_grant is handled by the caller, which must
 // also mark the grant invalid.
