@@ -234,3 +234,33 @@ func TestReauthorizationBySomeoneElseIsFlagged(t *testing.T) {
 		t.Fatalf("grant = %v", g)
 	}
 }
+
+// The revocation is queued before the grant is marked expired: a failure
+// between the two writes must never leave an expired grant whose refresh
+// token nobody will revoke.
+func TestExpiryQueuesTheRevocationFirst(t *testing.T) {
+	env := newTestEnv(t)
+	env.up.set(func(f *fakeUpstream) { f.failNext = []int{503, 503, 503, 503} }) // revocation stays queued
+	env.mustWrite("grants/g", map[string]any{"provider": "up", "refresh_token": env.up.mint("read"), "max_age": 60})
+	env.storage.setFailPut(func(key string, _ []byte) error {
+		if key == revokingPath("g") {
+			return errInjected
+		}
+		return nil
+	})
+	env.clock.Advance(2 * time.Minute)
+	env.sweep()
+	g := env.storedGrant("g")
+	queued, _ := getRevocationMarker(context.Background(), env.storage, "g")
+	if g.Status == statusExpired && queued == nil {
+		t.Fatal("grant marked expired with no revocation queued for its refresh token")
+	}
+	env.storage.setFailPut(nil)
+	env.up.set(func(f *fakeUpstream) { f.failNext = nil })
+	env.clock.Advance(2 * time.Minute)
+	env.sweep()
+	env.sweep()
+	if g := env.storedGrant("g"); g.Status != statusExpired || env.up.grantAlive("g1") {
+		t.Fatalf("after storage came back: status %s, refresh token alive upstream: %v", g.Status, env.up.grantAlive("g1"))
+	}
+}

@@ -62,7 +62,7 @@ func (b *backend) refreshGrant(ctx context.Context, s logical.Storage, name stri
 	now := b.now()
 	if err := b.unusableError(g, now); err != nil {
 		if why := g.lapsed(now); why != "" && g.Status == statusActive {
-			b.expireGrantLocked(ctx, s, g, why)
+			_ = b.expireGrantLocked(ctx, s, g, why) // the sweep retries a failure
 		}
 		return nil, err
 	}
@@ -236,19 +236,20 @@ func (b *backend) refreshFailed(ctx context.Context, s logical.Storage, g *grant
 }
 
 // expireGrantLocked marks a grant whose max_age or idle_timeout ran out:
-// its revocation is queued first, so a crash between the two writes leaves
-// a queued revocation, never an expired grant with a live token.
-func (b *backend) expireGrantLocked(ctx context.Context, s logical.Storage, g *grantEntry, why string) {
+// its revocation is queued first, so a failure between the two writes
+// leaves a queued revocation, never an expired grant with a live token.
+func (b *backend) expireGrantLocked(ctx context.Context, s logical.Storage, g *grantEntry, why string) error {
 	if err := queueRevocation(ctx, s, g.Name, b.now()); err != nil {
-		b.logger.Error("queueing revocation of expired grant failed", "grant", g.Name, "error", err)
-		return
+		b.logger.Error("queueing revocation of expired grant failed; will retry", "grant", g.Name, "error", err)
+		return err
 	}
 	g.expire(why)
 	if err := b.saveGrantLocked(ctx, s, g); err != nil {
-		b.logger.Error("marking grant expired failed", "grant", g.Name, "error", err)
-		return
+		b.logger.Error("marking grant expired failed; will retry", "grant", g.Name, "error", err)
+		return err
 	}
 	b.background.wake()
+	return nil
 }
 
 // keepAlive refreshes a grant so that an idle refresh token does not lapse

@@ -291,8 +291,11 @@ func (w *backgroundWorker) handleDue(ctx context.Context, s logical.Storage, ent
 	}
 	now := b.now()
 	if why := g.lapsed(now); why != "" {
-		b.expireGrantLocked(ctx, s, g, why)
-		err := s.Delete(ctx, entryPath)
+		// On failure the entry stays and the next sweep tries again.
+		err := b.expireGrantLocked(ctx, s, g, why)
+		if err == nil {
+			err = s.Delete(ctx, entryPath)
+		}
 		unlock()
 		return time.Time{}, err
 	}
