@@ -288,7 +288,7 @@ func (b *backend) completeCallback(ctx context.Context, s logical.Storage, cp ca
 	tok, err := h.client.ExchangeCode(ctx, cp.code, p.RedirectURI, verifier)
 	if err != nil {
 		mapped := upstreamError(p.Provider, err, nil)
-		if oauthclient.HasCode(err, oauthclient.ErrCodeInvalidGrant) {
+		if oauthclient.IsInvalidGrant(err) {
 			// A bad or used code is the user's flow failing, not upstream trouble.
 			mapped = logical.CodedError(http.StatusBadRequest, fmt.Sprintf(
 				"code: provider %q rejected the authorization code (invalid_grant); start the authorization again", p.Provider))
@@ -536,7 +536,7 @@ func (b *backend) writeGrant(ctx context.Context, s logical.Storage, gw *grantWr
 	if gw.code != "" {
 		tok, err := h.client.ExchangeCode(ctx, gw.code, gw.redirectURI, gw.codeVerifier)
 		if err != nil {
-			if oauthclient.HasCode(err, oauthclient.ErrCodeInvalidGrant) {
+			if oauthclient.IsInvalidGrant(err) {
 				return nil, nil, logical.CodedError(http.StatusBadRequest, fmt.Sprintf(
 					"code: provider %q rejected the authorization code (invalid_grant); it may be expired, used, or issued for another redirect_uri or code_verifier", g.Provider))
 			}

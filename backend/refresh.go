@@ -202,7 +202,7 @@ const interruptedRefreshHelp = "a refresh was interrupted (the node stopped afte
 // fixed upstream or by the operator, so the grant is kept as it is.
 // interrupted says the stored token was left by a refresh that died.
 func (b *backend) refreshFailed(ctx context.Context, s logical.Storage, g *grantEntry, err error, scopes []string, interrupted bool) error {
-	if oauthclient.HasCode(err, oauthclient.ErrCodeInvalidGrant) {
+	if oauthclient.IsInvalidGrant(err) {
 		why := err.Error()
 		if interrupted {
 			why = interruptedRefreshHelp

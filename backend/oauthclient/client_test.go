@@ -180,7 +180,7 @@ func TestErrorsAreTypedAndScrubbed(t *testing.T) {
 			w.Header().Set("Retry-After", "7")
 			w.WriteHeader(429)
 		}, func(t *testing.T, e *Error) {
-			if !IsRateLimited(e) || e.RetryAfter != 7*time.Second {
+			if e.StatusCode != http.StatusTooManyRequests || e.RetryAfter != 7*time.Second {
 				t.Fatalf("%+v", e)
 			}
 		}},

@@ -10,7 +10,6 @@ import (
 	"html"
 	"mime"
 	"net"
-	"net/http"
 	"net/url"
 	"regexp"
 	"slices"
@@ -108,12 +107,6 @@ func HasCode(err error, code string) bool {
 // "invalid_refresh_token", GitHub's "bad_refresh_token") are deliberately not
 // included; test for them with HasCode if a provider needs it.
 func IsInvalidGrant(err error) bool { return HasCode(err, ErrCodeInvalidGrant) }
-
-// IsRateLimited reports whether the upstream answered 429.
-func IsRateLimited(err error) bool {
-	e, ok := AsError(err)
-	return ok && e.StatusCode == http.StatusTooManyRequests
-}
 
 var (
 	errWithheldCode = errors.New("upstream error code withheld: not a plain OAuth error code")
