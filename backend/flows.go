@@ -195,7 +195,7 @@ func (b *backend) startAuthorization(ctx context.Context, s logical.Storage, cfg
 		return nil, err
 	}
 	return &authorization{
-		url:       h.client.AuthCodeURL(cfg.RedirectURI, state, verifier, fg.scopes, nil),
+		url:       h.client.AuthCodeURL(cfg.RedirectURI, state, verifier, fg.scopes, h.entry.authParams()),
 		state:     state,
 		expiresAt: expires,
 	}, nil

@@ -57,6 +57,10 @@ func pathGrantFlows(b *backend) []*framework.Path {
 			},
 			Operations: map[logical.Operation]framework.OperationHandler{
 				logical.ReadOperation: forwarded(b.pathCallback),
+				// response_mode=form_post: the browser posts the response,
+				// so the code is request data (HMAC'd in audit logs), not
+				// part of the request URI.
+				logical.UpdateOperation: forwarded(b.pathCallback),
 			},
 			HelpSynopsis:    "Where the browser returns after authorizing; completes the pending grant.",
 			HelpDescription: authorizeHelp,

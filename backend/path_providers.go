@@ -68,6 +68,12 @@ func pathProviders(b *backend) []*framework.Path {
 			Type:        framework.TypeDurationSecond,
 			Description: "Timeout of each call to this provider; defaults to the mount's upstream_timeout.",
 		},
+		"response_mode": {
+			Type:          framework.TypeString,
+			Description:   "How the provider returns the authorization response to callback: query (default) or form_post (OAuth 2.0 Form Post Response Mode), which keeps the authorization code out of the request URI Vault's audit log records.",
+			Default:       responseModeQuery,
+			AllowedValues: []any{responseModeQuery, responseModeFormPost},
+		},
 		"allowed_audiences": {
 			Type:        framework.TypeCommaStringSlice,
 			Description: "Audiences and resources (RFC 8693, RFC 8707) that token_exchange roles may request from this provider; empty allows none.",
@@ -163,6 +169,7 @@ func providerData(p *providerEntry) map[string]any {
 		"ca_pem":                   p.CAPEM,
 		"timeout":                  int64(p.Timeout.Seconds()),
 		"allowed_audiences":        nonNil(p.AllowedAudiences),
+		"response_mode":            p.responseMode(),
 	}
 }
 
@@ -235,6 +242,9 @@ func (b *backend) pathProviderWrite(ctx context.Context, req *logical.Request, d
 	}
 	if v, ok := d.GetOk("revocation_cascades"); ok {
 		p.RevocationCascades = v.(bool)
+	}
+	if v, ok := d.GetOk("response_mode"); ok {
+		p.ResponseMode = v.(string)
 	}
 	if v, ok := d.GetOk("allowed_audiences"); ok {
 		p.AllowedAudiences = normalizeScopes(v.([]string))

@@ -38,6 +38,10 @@ type providerEntry struct {
 	// IssRequired: discovery said the server always sends iss in
 	// authorization responses (RFC 9207), so callback requires it.
 	IssRequired bool `json:"iss_required,omitempty"`
+	// ResponseMode is how the authorization response comes back: "query"
+	// (the default) or "form_post", which keeps the code out of the request
+	// URI that Vault's audit log records.
+	ResponseMode string `json:"response_mode,omitempty"`
 	// AllowedAudiences are the audiences and resources token_exchange
 	// roles may ask for; empty allows none.
 	AllowedAudiences []string `json:"allowed_audiences,omitempty"`
@@ -60,6 +64,27 @@ func (p *providerEntry) endpoints() oauthclient.Endpoints {
 		Introspection:       pick(e.Introspection, d.Introspection),
 		DeviceAuthorization: pick(e.DeviceAuthorization, d.DeviceAuthorization),
 	}
+}
+
+// How the authorization response comes back to callback.
+const (
+	responseModeQuery    = "query"
+	responseModeFormPost = "form_post"
+)
+
+func (p *providerEntry) responseMode() string {
+	if p.ResponseMode == "" {
+		return responseModeQuery
+	}
+	return p.ResponseMode
+}
+
+// authParams are the extra authorization request parameters.
+func (p *providerEntry) authParams() map[string]string {
+	if p.responseMode() == responseModeFormPost {
+		return map[string]string{"response_mode": responseModeFormPost}
+	}
+	return nil
 }
 
 // canRevoke reports whether an access token of this provider can be revoked

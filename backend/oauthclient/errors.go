@@ -155,16 +155,16 @@ func parseErrorBody(data []byte, contentType string) (errorBody, bool) {
 
 // setUpstream records an upstream error body on e, scrubbed of secrets.
 func (e *Error) setUpstream(b errorBody, secrets []string) {
-	forms := secretForms(secrets)
+	forms, windows := secretForms(secrets), secretWindows(secrets)
 	switch {
 	case b.code == "":
 		e.Err = errNotOK
-	case isPlainCode(b.code, forms):
+	case isPlainCode(b.code, forms) && !overlaps(b.code, windows):
 		e.Code = b.code
 	default:
 		e.Err = errWithheldCode
 	}
-	e.Description = scrubForms(b.description, forms, maxDescription)
+	e.Description = scrubText(b.description, forms, windows, maxDescription)
 }
 
 // maxCode bounds an error code; RFC codes are at most 25 characters.
@@ -219,7 +219,12 @@ func transportError(err error, secrets []string) error {
 	if errors.As(err, &ue) && ue.Err != nil {
 		msg = ue.Err.Error()
 	}
-	f := &transportFailure{msg: scrub(msg, secrets, maxTransportMessage)}
+	// Go quotes the upstream bytes it could not parse (%q): what comes
+	// from the upstream is cut off, whatever its escaping.
+	if i := strings.IndexByte(msg, '"'); i >= 0 {
+		msg = msg[:i] + "(upstream text withheld)"
+	}
+	f := &transportFailure{msg: scrubText(msg, secretForms(secrets), secretWindows(secrets), maxTransportMessage)}
 	if f.msg == "" {
 		f.msg = "transport error (details withheld)"
 	}
@@ -249,7 +254,93 @@ const redactedText = "[redacted]"
 // the result is a short line of printable ASCII. It never contains a secret
 // form: if one would remain, the text is dropped.
 func scrub(s string, secrets []string, limit int) string {
-	return scrubForms(s, secretForms(secrets), limit)
+	return scrubText(s, secretForms(secrets), secretWindows(secrets), limit)
+}
+
+// scrubText is scrubForms, then the partial-echo check: text that repeats
+// windowLen characters of a secret in any escaping (a piece of it, quoted
+// or escaped in a way no form foresaw) is withheld whole.
+func scrubText(s string, forms []string, windows map[string]bool, limit int) string {
+	if overlaps(s, windows) {
+		return withheldText
+	}
+	s = scrubForms(s, forms, limit)
+	if overlaps(s, windows) {
+		return withheldText
+	}
+	return s
+}
+
+const withheldText = "(withheld: it repeated part of the request's secrets)"
+
+// windowLen is how many letters and digits of a secret, in order, make a
+// partial echo. Ten random characters do not occur in prose by chance.
+const windowLen = 10
+
+// escapeRE matches the escapes an echo may wrap around a secret's
+// characters: JSON and Go \u and \x escapes (with any number of
+// backslashes), percent-encoding and HTML character references.
+var escapeRE = regexp.MustCompile(`\\+u[0-9a-fA-F]{4}|\\+x[0-9a-fA-F]{2}|%[0-9a-fA-F]{2}|&#?[A-Za-z0-9]+;`)
+
+// letters reduces text to its lower-case letters and digits once escapes
+// are removed: what survives any quoting of the same characters.
+func letters(s string) string {
+	for i := 0; i < 4; i++ {
+		next := escapeRE.ReplaceAllString(s, "")
+		if next == s {
+			break
+		}
+		s = next
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		c := toLowerASCII(s[i])
+		if 'a' <= c && c <= 'z' || '0' <= c && c <= '9' {
+			b.WriteByte(c)
+		}
+	}
+	return b.String()
+}
+
+// secretWindows returns every windowLen run of each secret's letters. A
+// value that is only the HTTP Basic pairing of the client id with a secret
+// (id:secret) is left out: its id is public and names itself in ordinary
+// descriptions, and its secret part is in the list on its own.
+func secretWindows(secrets []string) map[string]bool {
+	windows := map[string]bool{}
+	for _, v := range secrets {
+		if isBasicPairing(v, secrets) {
+			continue
+		}
+		l := letters(v)
+		for i := 0; i+windowLen <= len(l); i++ {
+			windows[l[i:i+windowLen]] = true
+		}
+	}
+	return windows
+}
+
+func isBasicPairing(v string, secrets []string) bool {
+	for _, w := range secrets {
+		if w != "" && w != v && strings.HasSuffix(v, ":"+url.QueryEscape(w)) {
+			return true
+		}
+	}
+	return false
+}
+
+// overlaps reports whether text holds any window of a secret.
+func overlaps(text string, windows map[string]bool) bool {
+	if len(windows) == 0 {
+		return false
+	}
+	l := letters(text)
+	for i := 0; i+windowLen <= len(l); i++ {
+		if windows[l[i:i+windowLen]] {
+			return true
+		}
+	}
+	return false
 }
 
 func scrubForms(s string, forms []string, limit int) string {

@@ -9,6 +9,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"html"
 	"io"
 	"net"
 	"net/http"
@@ -17,6 +18,7 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -756,5 +758,29 @@ func TestEnvironmentProxyIsChecked(t *testing.T) {
 	}
 	if hits.Load() != 1 {
 		t.Fatalf("proxy reached %d times, want 1 (the allowed target only)", hits.Load())
+	}
+}
+
+// A partial echo in an escaping no form foresees (a piece of an adversarial
+// VSCHAR secret, JSON-escaped and then Go-quoted) is withheld.
+func TestPartialEchoInAnyEscapingIsWithheld(t *testing.T) {
+	secret := `Zq8"vX\pL2 m<Kw&9rTb"Y7\nHs4 j<Ua&3`
+	piece := secret[3:22]
+	js, _ := json.Marshal(piece)
+	for _, desc := range []string{
+		"bad token " + piece,
+		"bad token " + strconv.Quote(string(js)),
+		"bad token " + url.QueryEscape(piece),
+		"bad token " + html.EscapeString(piece),
+		"bad token " + strings.ToLower(piece),
+	} {
+		out := scrub(desc, []string{secret}, maxDescription)
+		if overlaps(out, secretWindows([]string{secret})) {
+			t.Errorf("scrub(%q) = %q keeps a piece of the secret", desc, out)
+		}
+	}
+	// Prose is kept.
+	if out := scrub("The refresh token is invalid or expired", []string{secret}, maxDescription); out != "The refresh token is invalid or expired" {
+		t.Errorf("prose changed: %q", out)
 	}
 }
