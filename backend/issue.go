@@ -224,13 +224,19 @@ func leaseTTL(roleTTL time.Duration, expiry time.Time, skew time.Duration, now t
 	if expiry.IsZero() {
 		return roleTTL
 	}
-	remaining := expiry.Sub(now)
-	if remaining > 2*skew {
-		remaining -= skew
-	}
-	remaining = max(remaining, time.Second)
+	remaining := max(leaseEnd(expiry, skew, now).Sub(now), time.Second)
 	if roleTTL <= 0 || roleTTL > remaining {
 		return remaining
 	}
 	return roleTTL
+}
+
+// leaseEnd is the latest a lease of a token expiring at expiry, issued at
+// issued, may last: the expiry less the refresh skew, when the token had
+// more than twice the skew to live at issue.
+func leaseEnd(expiry time.Time, skew time.Duration, issued time.Time) time.Time {
+	if expiry.Sub(issued) > 2*skew {
+		return expiry.Add(-skew)
+	}
+	return expiry
 }

@@ -119,14 +119,27 @@ func (b *backend) secretAccessTokenRenew(ctx context.Context, req *logical.Reque
 		}
 	}
 	now := b.now()
-	if !ld.ExpiresAt.IsZero() && !now.Before(ld.ExpiresAt) {
-		return deny("the upstream token has expired; read creds/%s for a new one", ld.Role)
-	}
 	cfg, err := b.mountConfig(ctx, req.Storage)
 	if err != nil {
 		return nil, err
 	}
-	ttl := leaseTTL(role.TTL, ld.ExpiresAt, cfg.RefreshSkew, now)
+	ttl := role.TTL
+	if !ld.ExpiresAt.IsZero() {
+		// A renewal ends where the lease could have ended at issue (the
+		// token's expiry less refresh_skew, by leaseTTL's rule) and never
+		// later: one that would leave under a second is denied, so that a
+		// consumer (Vault Agent) reads a new token instead of holding one
+		// about to die.
+		end := leaseEnd(ld.ExpiresAt, cfg.RefreshSkew, req.Secret.IssueTime)
+		left := end.Sub(now)
+		if left < time.Second {
+			return deny("the upstream token expires at %s, within refresh_skew; read creds/%s for a new one",
+				ld.ExpiresAt.UTC().Format(time.RFC3339), ld.Role)
+		}
+		if ttl <= 0 || ttl > left {
+			ttl = left
+		}
+	}
 	if role.MaxTTL > 0 {
 		left := req.Secret.IssueTime.Add(role.MaxTTL).Sub(now)
 		if left <= 0 {

@@ -67,3 +67,47 @@ func TestRenewDeniedWhenTheRoleScopesChanged(t *testing.T) {
 		t.Fatalf("renewal after the role was narrowed: %v", err)
 	}
 }
+
+// A renewal never takes the lease past the token's expiry less
+// refresh_skew, and one that would leave under a second is denied, so a
+// consumer reads a new token instead of holding a dying one (Vault Agent
+// did, for up to 0.8 s, with a short role ttl).
+func TestRenewStopsShortOfTheTokensExpiry(t *testing.T) {
+	for _, roleTTL := range []int{0, 2} {
+		env := newTestEnv(t)
+		env.mustWrite("grants/g", map[string]any{"provider": "up", "refresh_token": env.up.mint("read")})
+		env.mustWrite("roles/r", map[string]any{"grant": "g", "ttl": roleTTL})
+		lease, err := env.creds("r")
+		if err != nil {
+			t.Fatal(err)
+		}
+		lease.Secret.IssueTime = env.b.now()
+		expiry, _ := time.Parse(time.RFC3339Nano, lease.Secret.InternalData["expires_at"].(string))
+		end := expiry.Add(-10 * time.Second) // the default refresh_skew
+		renew := func() (time.Duration, error) {
+			resp, err := env.b.HandleRequest(context.Background(), &logical.Request{
+				Operation: logical.RenewOperation, Storage: env.storage, Secret: lease.Secret,
+			})
+			if err != nil {
+				return 0, err
+			}
+			return resp.Secret.TTL, nil
+		}
+		for _, at := range []time.Duration{time.Minute, 280 * time.Second, 287 * time.Second} {
+			env.clock.Advance(at - env.b.now().Sub(lease.Secret.IssueTime))
+			before := env.b.now()
+			ttl, err := renew()
+			if err != nil {
+				t.Fatalf("ttl %d, renew at +%s: %v", roleTTL, at, err)
+			}
+			if before.Add(ttl).After(end) {
+				t.Fatalf("ttl %d, renew at +%s: the lease would end %s after the token's expiry less the skew",
+					roleTTL, at, before.Add(ttl).Sub(end))
+			}
+		}
+		env.clock.Advance(292*time.Second - env.b.now().Sub(lease.Secret.IssueTime))
+		if _, err := renew(); err == nil || !strings.Contains(err.Error(), "refresh_skew") {
+			t.Fatalf("ttl %d, renewal inside the skew: %v", roleTTL, err)
+		}
+	}
+}

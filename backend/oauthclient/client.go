@@ -98,6 +98,8 @@ type Token struct {
 	// Expiry is zero when the server did not say (no expires_in).
 	Expiry          time.Time
 	IssuedTokenType string
+	// lifetime is the response's expires_in, clamped.
+	lifetime time.Duration
 	// Subject is the sub claim of the response's OpenID Connect ID token,
 	// when it has one. The ID token itself is not kept.
 	Subject string
@@ -173,6 +175,7 @@ func (c *Client) token(ctx context.Context, form url.Values, secrets ...string) 
 			form[k] = vs
 		}
 	}
+	sent := time.Now()
 	body, err := c.post(ctx, "token", c.cfg.Endpoints.Token, form, secrets)
 	if err != nil {
 		return nil, err
@@ -180,6 +183,12 @@ func (c *Client) token(ctx context.Context, form url.Values, secrets ...string) 
 	tok, err := parseTokenResponse(body.data, body.contentType)
 	if err != nil {
 		return nil, &Error{Endpoint: "token", StatusCode: body.status, Err: err}
+	}
+	if tok.lifetime > 0 {
+		// The server counts expires_in from some moment after we sent the
+		// request, in whole seconds: counted from the send, less a second,
+		// the expiry is never later than the server's.
+		tok.Expiry = sent.Add(tok.lifetime - time.Second)
 	}
 	return tok, nil
 }
@@ -357,6 +366,7 @@ func parseTokenResponse(data []byte, contentType string) (*Token, error) {
 		tok.Scopes = strings.Fields(*raw.Scope)
 	}
 	if expiresIn > 0 {
+		tok.lifetime = expiresIn
 		tok.Expiry = time.Now().Add(expiresIn)
 	}
 	return tok, nil

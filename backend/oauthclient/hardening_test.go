@@ -510,10 +510,12 @@ func TestExpiresInIsClamped(t *testing.T) {
 				}
 				return
 			case exact:
-				d := time.Duration(tc.secs) * time.Second
+				// Counted from the send, a second early: never later
+				// than the server's own expiry.
+				d := time.Duration(tc.secs)*time.Second - time.Second
 				lo, hi = before.Add(d), after.Add(d)
 			case ceiling:
-				lo, hi = before.Add(MaxTokenLifetime), after.Add(MaxTokenLifetime)
+				lo, hi = before.Add(MaxTokenLifetime-time.Second), after.Add(MaxTokenLifetime-time.Second)
 			}
 			if tok.Expiry.Before(lo) || tok.Expiry.After(hi) {
 				t.Fatalf("expiry = %v, want within [%v, %v]", tok.Expiry, lo, hi)
