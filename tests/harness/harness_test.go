@@ -3,6 +3,8 @@ package harness_test
 import (
 	"encoding/json"
 	"fmt"
+	"net/http"
+	"net/url"
 	"os"
 	"strings"
 	"testing"
@@ -126,5 +128,84 @@ func TestVaultKillThenStop(t *testing.T) {
 		if !harness.ProcessGone(pid) {
 			t.Errorf("plugin pid %d still running after Stop", pid)
 		}
+	}
+}
+
+// TestUpstreamRotationGrace checks the upstream's optional rotation grace
+// period: within it a rotated refresh token is accepted again (and rotated
+// again); after it, reuse detection kills the grant. Without it (the
+// default), the first reuse kills the grant.
+func TestUpstreamRotationGrace(t *testing.T) {
+	refresh := func(up *harness.Upstream, rt string) (int, string) {
+		t.Helper()
+		form := url.Values{"grant_type": {"refresh_token"}, "refresh_token": {rt}}
+		req, _ := http.NewRequest(http.MethodPost, up.Endpoint(t, "token_endpoint"), strings.NewReader(form.Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.SetBasicAuth(up.ClientID, up.ClientSecret)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var body struct {
+			RefreshToken string `json:"refresh_token"`
+			Error        string `json:"error"`
+		}
+		_ = json.NewDecoder(resp.Body).Decode(&body)
+		if resp.StatusCode == http.StatusOK {
+			return resp.StatusCode, body.RefreshToken
+		}
+		return resp.StatusCode, body.Error
+	}
+
+	const grace = 2 * time.Second
+	up := harness.StartUpstream(t, harness.UpstreamOptions{RotationGrace: grace})
+	rt0, grant := up.Mint(t, harness.DefaultClientID, "offline_access api:read", "grace")
+	status, rt1 := refresh(up, rt0)
+	if status != http.StatusOK {
+		t.Fatalf("first refresh: %d %s", status, rt1)
+	}
+	rotatedAt := time.Now()
+	if st := up.TokenState(t, rt0); !st.Consumed || st.GraceUntil < rotatedAt.Add(grace-time.Second).UnixMilli() {
+		t.Fatalf("rotated token state %+v", st)
+	}
+	// Within the grace period: accepted, rotated again; both successors live.
+	status, rt2 := refresh(up, rt0)
+	if status != http.StatusOK || rt2 == rt1 || rt2 == rt0 {
+		t.Fatalf("reuse within the grace period: %d %s", status, rt2)
+	}
+	if g := up.Grant(t, grant); !g.Found || g.ActiveTokens["RefreshToken"] != 2 {
+		t.Fatalf("grant after a grace reuse: %+v", g)
+	}
+	stats := up.Stats(t)
+	if stats.GraceReusesByGrant[grant] != 1 || stats.RotationsByGrant[grant] != 2 || stats.TokenErrors["invalid_grant"] != 0 {
+		t.Fatalf("stats after a grace reuse: %+v", stats)
+	}
+	// The window runs from the first rotation and is not extended by a reuse.
+	time.Sleep(time.Until(rotatedAt.Add(grace + 200*time.Millisecond)))
+	if status, code := refresh(up, rt0); status != http.StatusBadRequest || code != "invalid_grant" {
+		t.Fatalf("reuse after the grace period: %d %s", status, code)
+	}
+	if g := up.Grant(t, grant); g.Found {
+		t.Fatalf("grant alive after a reuse outside the grace period: %+v", g)
+	}
+	if status, code := refresh(up, rt2); status != http.StatusBadRequest || code != "invalid_grant" {
+		t.Fatalf("newest token after reuse detection: %d %s", status, code)
+	}
+
+	// Off by default: the first reuse kills the grant.
+	strict := harness.StartUpstream(t, harness.UpstreamOptions{})
+	rt0, grant = strict.Mint(t, harness.DefaultClientID, "offline_access api:read", "strict")
+	if status, _ := refresh(strict, rt0); status != http.StatusOK {
+		t.Fatalf("strict: first refresh: %d", status)
+	}
+	if st := strict.TokenState(t, rt0); st.GraceUntil != 0 {
+		t.Fatalf("strict: grace_until %d", st.GraceUntil)
+	}
+	if status, code := refresh(strict, rt0); status != http.StatusBadRequest || code != "invalid_grant" {
+		t.Fatalf("strict: reuse: %d %s", status, code)
+	}
+	if g := strict.Grant(t, grant); g.Found {
+		t.Fatalf("strict: grant alive after reuse: %+v", g)
 	}
 }

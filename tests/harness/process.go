@@ -88,6 +88,26 @@ func (p *process) stop(grace time.Duration) {
 	p.reapChildren()
 }
 
+// terminate sends SIGTERM to the process alone (not its group), as
+// `systemctl stop` with KillMode=process (HashiCorp's unit for Vault) or a
+// `kill PID` does, so that it shuts down its children itself; it waits up
+// to grace, then stops the group like stop (SIGKILL, and the recorded
+// children that are still running are reaped).
+func (p *process) terminate(grace time.Duration) {
+	if p == nil || p.stopped {
+		return
+	}
+	if !p.exited() {
+		p.recordChildren()
+		_ = p.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-p.done:
+		case <-time.After(grace):
+		}
+	}
+	p.stop(5 * time.Second)
+}
+
 // kill SIGKILLs the process alone, as a crash would, and waits for it to
 // exit. Its children are left running; they are recorded first so that stop
 // can kill them.

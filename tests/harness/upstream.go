@@ -37,6 +37,13 @@ type UpstreamOptions struct {
 	ClientCredentialsTTL time.Duration
 	// DevicePollInterval returned by the device authorization endpoint (0: 1s).
 	DevicePollInterval time.Duration
+	// RotationGrace is the refresh-token rotation grace period (ROTATION_GRACE,
+	// whole seconds, rounded up): for this long after a refresh token's first
+	// rotation the token endpoint still accepts it and rotates it again, as
+	// Okta, Auth0, Keycloak and Ory Hydra can be configured to; after it,
+	// reuse detection kills the grant as usual. 0 (the default): no grace,
+	// a rotated refresh token presented again kills the grant at once.
+	RotationGrace time.Duration
 	// Env: extra environment variables ("KEY=value") for the server.
 	Env []string
 }
@@ -59,12 +66,15 @@ type Upstream struct {
 
 // UpstreamStats is GET /test/stats.
 type UpstreamStats struct {
-	TokenRequests    map[string]int       `json:"token_requests"`
-	TokenErrors      map[string]int       `json:"token_errors"`
-	RefreshesByGrant map[string]int       `json:"refreshes_by_grant"`
-	RotationsByGrant map[string]int       `json:"rotations_by_grant"`
-	Revocations      []UpstreamRevocation `json:"revocations"`
-	Introspections   int                  `json:"introspections"`
+	TokenRequests    map[string]int `json:"token_requests"`
+	TokenErrors      map[string]int `json:"token_errors"`
+	RefreshesByGrant map[string]int `json:"refreshes_by_grant"`
+	RotationsByGrant map[string]int `json:"rotations_by_grant"`
+	// GraceReusesByGrant counts the successful refreshes that presented an
+	// already rotated refresh token within the RotationGrace window.
+	GraceReusesByGrant map[string]int       `json:"grace_reuses_by_grant"`
+	Revocations        []UpstreamRevocation `json:"revocations"`
+	Introspections     int                  `json:"introspections"`
 	// Raw is the whole document, for fields not modelled above.
 	Raw map[string]any `json:"-"`
 }
@@ -89,6 +99,9 @@ type TokenState struct {
 	GrantFound bool   `json:"grant_found"`
 	Scope      string `json:"scope"`
 	Consumed   bool   `json:"consumed"` // a rotated (used) refresh token
+	// GraceUntil (unix milliseconds) is, with RotationGrace, when a consumed
+	// refresh token stops being accepted; 0 otherwise.
+	GraceUntil int64  `json:"grace_until"`
 	ClientID   string `json:"client_id"`
 	AccountID  string `json:"account_id"`
 	Exp        int64  `json:"exp"` // unix seconds
@@ -160,7 +173,7 @@ func StartUpstream(t testing.TB, opts UpstreamOptions) *Upstream {
 
 func (u *Upstream) env() []string {
 	env := cleanEnv("PORT", "HOST", "ISSUER", "CLIENT_SECRET", "REDIRECT_URIS", "STATE_FILE",
-		"ACCESS_TOKEN_TTL", "REFRESH_TOKEN_TTL", "CLIENT_CREDENTIALS_TTL", "DEVICE_POLL_INTERVAL")
+		"ACCESS_TOKEN_TTL", "REFRESH_TOKEN_TTL", "CLIENT_CREDENTIALS_TTL", "DEVICE_POLL_INTERVAL", "ROTATION_GRACE")
 	env = append(env,
 		"PORT="+strconv.Itoa(u.Port),
 		"HOST=127.0.0.1",
@@ -178,6 +191,7 @@ func (u *Upstream) env() []string {
 		"REFRESH_TOKEN_TTL":      u.opts.RefreshTokenTTL,
 		"CLIENT_CREDENTIALS_TTL": u.opts.ClientCredentialsTTL,
 		"DEVICE_POLL_INTERVAL":   u.opts.DevicePollInterval,
+		"ROTATION_GRACE":         u.opts.RotationGrace,
 	} {
 		if d > 0 {
 			// The server takes whole seconds (>= 1).

@@ -10,6 +10,7 @@
 //
 // Everything is documented in README.md next to this file.
 
+import { AsyncLocalStorage } from 'node:async_hooks';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import http from 'node:http';
@@ -58,6 +59,16 @@ const GRANT_TTL = Math.max(365 * 24 * 60 * 60, REFRESH_TOKEN_TTL * 4);
 // UPSTREAM_LOG=1: one stdout line per request (method, path, status, ms).
 const REQUEST_LOG = ['1', 'true', 'yes'].includes((process.env.UPSTREAM_LOG || '').toLowerCase());
 const STATE_FILE = process.env.STATE_FILE ? path.resolve(process.env.STATE_FILE) : undefined;
+// ROTATION_GRACE: refresh-token rotation grace period in seconds (0 or unset:
+// off, the default). Within it, a rotated (consumed) refresh token is still
+// accepted once more by the token endpoint and rotated again (a new refresh
+// token, as Okta, Auth0 and Ory Hydra do), instead of triggering reuse
+// detection. After it, reuse detection applies as usual.
+const ROTATION_GRACE = (() => {
+  const raw = process.env.ROTATION_GRACE;
+  if (raw === undefined || raw === '' || raw === '0') return 0;
+  return intEnv('ROTATION_GRACE', 0);
+})();
 
 const DEFAULT_REDIRECT_URI = 'http://127.0.0.1/callback';
 const REDIRECT_URIS = [...new Set([
@@ -216,6 +227,29 @@ class Store {
 
 const store = new Store();
 
+// Rotation grace (ROTATION_GRACE). tokenRequest holds, for the duration of
+// one POST /token, an object where a grace reuse is noted for the stats.
+const tokenRequest = new AsyncLocalStorage();
+
+// When the refresh token becomes unusable again after its first rotation
+// (ms epoch), or 0 when grace is off.
+function graceUntil(payload) {
+  if (ROTATION_GRACE <= 0 || !payload.consumed) return 0;
+  return (payload.consumedAtMs ?? payload.consumed * 1000) + ROTATION_GRACE * 1000;
+}
+
+// What the provider sees of a consumed refresh token: within the grace
+// window, and only at the token endpoint, the token as if it had not been
+// used (node-oidc-provider then rotates it again); otherwise the consumed
+// token, which triggers reuse detection.
+function graceView(payload) {
+  const req = tokenRequest.getStore();
+  if (!req || Date.now() >= graceUntil(payload)) return payload;
+  const { consumed, consumedAtMs, ...fresh } = payload;
+  req.graceReuse = { grantId: payload.grantId, ageMs: Date.now() - (consumedAtMs ?? consumed * 1000) };
+  return fresh;
+}
+
 // The node-oidc-provider adapter interface, one instance per model.
 class MapAdapter {
   constructor(model) {
@@ -233,7 +267,9 @@ class MapAdapter {
 
   async find(id) {
     if (typeof id !== 'string') return undefined;
-    return store.get(this.key(id))?.payload;
+    const payload = store.get(this.key(id))?.payload;
+    if (payload && this.model === 'RefreshToken' && payload.consumed) return graceView(payload);
+    return payload;
   }
 
   async findByUserCode(userCode) {
@@ -248,7 +284,14 @@ class MapAdapter {
 
   async consume(id) {
     const entry = store.get(this.key(id));
-    if (entry) entry.payload.consumed = epochTime();
+    if (!entry) return;
+    if (ROTATION_GRACE > 0) {
+      // The grace window runs from the first rotation: a reuse within it
+      // rotates the token again but does not extend the window.
+      if (entry.payload.consumed) return;
+      entry.payload.consumedAtMs = Date.now();
+    }
+    entry.payload.consumed = epochTime();
   }
 
   async destroy(id) {
@@ -307,6 +350,7 @@ function newStats() {
     token_errors: counters(),
     refreshes_by_grant: counters(),
     rotations_by_grant: counters(),
+    grace_reuses_by_grant: counters(),
     revocations: [],
     introspections: 0,
   };
@@ -546,7 +590,12 @@ provider.on('server_error', (ctx, err) => {
 // into responses inside the provider's routes, so after next() ctx.status,
 // ctx.body and ctx.oidc describe the outcome.
 provider.use(async (ctx, next) => {
-  await next();
+  const req = {};
+  if (ROTATION_GRACE > 0 && ctx.method === 'POST' && ctx.path === '/token') {
+    await tokenRequest.run(req, next);
+  } else {
+    await next();
+  }
   const route = ctx.oidc?.route;
   if (!route) return;
 
@@ -570,6 +619,10 @@ provider.use(async (ctx, next) => {
       if (grantId) {
         inc(stats.refreshes_by_grant, grantId);
         if (!error && entities.RotatedRefreshToken) inc(stats.rotations_by_grant, grantId);
+        if (!error && req.graceReuse) {
+          inc(stats.grace_reuses_by_grant, grantId);
+          process.stdout.write(`upstream: grant ${grantId}: rotated refresh token reused ${req.graceReuse.ageMs}ms after its rotation, within the ${ROTATION_GRACE}s grace period\n`);
+        }
       }
     }
   } else if (route === 'revocation') {
@@ -819,6 +872,9 @@ function tokenInfo(value) {
       grant_found: p.grantId ? !!grant : undefined,
       scope: p.scope ?? '',
       consumed,
+      // With ROTATION_GRACE: until when (ms epoch) the token endpoint still
+      // accepts this consumed refresh token.
+      grace_until: model === 'RefreshToken' && consumed && ROTATION_GRACE > 0 ? graceUntil(p) : undefined,
       client_id: p.clientId,
       account_id: p.accountId,
       exp: p.exp,
@@ -889,7 +945,9 @@ async function handleTest(req, res, url) {
       sendJSON(res, 200, grantInfo(url.searchParams.get('id') || ''));
       return;
     case 'GET /test/health':
-      sendJSON(res, 200, { ok: true, issuer: ISSUER, entries: store.entries.size, grants: store.grants.size });
+      sendJSON(res, 200, {
+        ok: true, issuer: ISSUER, entries: store.entries.size, grants: store.grants.size, rotation_grace: ROTATION_GRACE,
+      });
       return;
     default:
       throw new HttpError(404, 'not_found', `no test route ${route}`);
