@@ -130,6 +130,7 @@ func (s *suite) markdown() string {
 		fmt.Fprintf(&b, "| %s | **%s** | %s |\n", t.what, passWord(t.pass), t.detail)
 	}
 	fmt.Fprintf(&b, "\nRow 2p is not a target: it is a request to the plugin that does nothing (a cached config read), the floor under every engine row. CPU/req is each process's user+system time over a run divided by its successful requests (10 ms ticks, so small values are coarse). ")
+	fmt.Fprintf(&b, "Rows 3R and 5R repeat rows 3 and 5 on a 3-node cluster of real `vault server` processes with Raft storage (the plugin registered in the catalog by sha256), against the same upstream: the cost of real storage and replication; their Vault and plugin CPU columns are the active node's. ")
 	fmt.Fprintf(&b, "Row 7's grants are imported with keep_alive=12h and idle_timeout=720h, so each one has an entry in the sweep's due index and none comes due during the run. ")
 	fmt.Fprintf(&b, "The idle sweep's CPU time is the plugin process's utime+stime (10 ms ticks) across one `oauth/tidy` call; the idle minute runs with `tidy_interval=10s`.\n")
 	return b.String()

@@ -58,6 +58,7 @@ func BenchmarkSuite(b *testing.B) {
 	s.credsOneGrant()
 	s.credsReuse()
 	s.clientCredentialsRevoke()
+	s.cluster()
 	for _, n := range scales {
 		s.scale(n)
 	}
@@ -65,8 +66,11 @@ func BenchmarkSuite(b *testing.B) {
 }
 
 type suite struct {
-	b       *testing.B
-	v       *harness.Vault
+	b *testing.B
+	v *harness.Vault
+	// cpuOf is the Vault whose (and whose plugin's) CPU the rows sample:
+	// the dev server, or the active node of the Raft cluster.
+	cpuOf   *harness.Vault
 	up      *harness.Upstream
 	client  *api.Client
 	http    *http.Client
@@ -104,6 +108,7 @@ func newSuite(b *testing.B) *suite {
 	s := &suite{b: b, started: time.Now()}
 	s.up = harness.StartUpstream(b, harness.UpstreamOptions{AccessTokenTTL: accessTTL})
 	s.v = harness.StartVaultWith(b, harness.VaultOptions{NoAudit: true, LogLevel: "warn"})
+	s.cpuOf = s.v
 	s.client = benchClient(b, s.v)
 	s.http = &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64, MaxIdleConns: 256}}
 	s.cli("write", "oauth/config", "tidy_interval=10s")
@@ -178,8 +183,8 @@ func (s *suite) cpuSample() [4]time.Duration {
 	var self syscall.Rusage
 	syscall.Getrusage(syscall.RUSAGE_SELF, &self)
 	return [4]time.Duration{
-		harness.ProcessCPUTime(s.b, s.v.PID()),
-		s.v.PluginCPUTime(s.b),
+		harness.ProcessCPUTime(s.b, s.cpuOf.PID()),
+		s.cpuOf.PluginCPUTime(s.b),
 		harness.ProcessCPUTime(s.b, s.up.PID()),
 		time.Duration(self.Utime.Nano() + self.Stime.Nano()),
 	}
@@ -392,6 +397,45 @@ func (s *suite) credsReuse() {
 			s.reuseCallsMax = max(s.reuseCallsMax, calls)
 			return fmt.Sprintf("%.2f upstream calls/1000 reads", float64(calls)*1000/float64(max(r.requests-r.errors, 1)))
 		})
+	}
+}
+
+// --- rows 3R and 5R: the same reads on a 3-node Raft cluster --------------
+
+// cluster measures rows 3 and 5 again on three real vault servers with Raft
+// storage (the plugin registered in the catalog), against the same
+// upstream: what real storage and replication cost. The CPU columns are
+// the active node's.
+func (s *suite) cluster() {
+	c := harness.StartCluster(s.b, harness.ClusterOptions{Upstream: s.up, LogLevel: "warn"})
+	active := c.Active(s.b)
+	devClient, devCPU := s.client, s.cpuOf
+	s.client, s.cpuOf = benchClient(s.b, active.Vault), active.Vault
+	defer func() { s.client, s.cpuOf = devClient, devCPU }()
+	for i := 0; i < workers; i++ {
+		s.importGrant(fmt.Sprintf("worker-%d", i), fmt.Sprintf("raft-worker-%d", i))
+		if _, err := s.client.Logical().Write(fmt.Sprintf("oauth/roles/worker-%d", i), map[string]any{"grant": fmt.Sprintf("worker-%d", i), "scopes": "api:read"}); err != nil {
+			s.b.Fatal(err)
+		}
+	}
+	for _, c := range []int{1, workers} {
+		start, note := s.callsPerRead(1, "upstream calls/read")
+		start()
+		s.measure("3R", "creds: row 3 on a 3-node Raft cluster", c, func(w int) error {
+			return s.readCreds(fmt.Sprintf("worker-%d", w))
+		}, func(r result) string { n := note(r); start(); return n })
+	}
+	s.importGrant("reused", "raft-reused")
+	if _, err := s.client.Logical().Write("oauth/roles/reused", map[string]any{"grant": "reused", "scopes": "api:read", "token_reuse": true}); err != nil {
+		s.b.Fatal(err)
+	}
+	for _, c := range []int{1, workers} {
+		s.measure("5R", "creds: row 5 (token_reuse) on a 3-node Raft cluster", c, func(int) error {
+			return s.readCreds("reused")
+		}, nil)
+	}
+	for _, n := range c.Running() {
+		n.Stop(s.b)
 	}
 }
 
