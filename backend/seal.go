@@ -412,11 +412,28 @@ func (b *backend) resealKind(ctx context.Context, s logical.Storage, kr *keyring
 	if err != nil {
 		return 0, err
 	}
+	var resealed atomic.Int64
+	err = forEachKey(ctx, keys, func(key string) error {
+		changed, err := b.resealOne(ctx, s, kr, kind, key)
+		if err != nil {
+			return fmt.Errorf("%s %q: %w", kind.name, key, err)
+		}
+		if changed {
+			resealed.Add(1)
+		}
+		return nil
+	})
+	return int(resealed.Load()), err
+}
+
+// forEachKey runs fn on every key, resealWorkers at a time, and stops at
+// the first error.
+func forEachKey(ctx context.Context, keys []string, fn func(key string) error) error {
 	var (
-		next, resealed atomic.Int64
-		firstErr       error
-		errOnce        sync.Once
-		wg             sync.WaitGroup
+		next     atomic.Int64
+		firstErr error
+		errOnce  sync.Once
+		wg       sync.WaitGroup
 	)
 	for w := 0; w < resealWorkers; w++ {
 		wg.Add(1)
@@ -427,20 +444,16 @@ func (b *backend) resealKind(ctx context.Context, s logical.Storage, kr *keyring
 				if i >= len(keys) || ctx.Err() != nil {
 					return
 				}
-				changed, err := b.resealOne(ctx, s, kr, kind, keys[i])
-				if err != nil {
-					errOnce.Do(func() { firstErr = fmt.Errorf("%s %q: %w", kind.name, keys[i], err) })
+				if err := fn(keys[i]); err != nil {
+					errOnce.Do(func() { firstErr = err })
 					next.Store(int64(len(keys))) // stop the others
 					return
-				}
-				if changed {
-					resealed.Add(1)
 				}
 			}
 		}()
 	}
 	wg.Wait()
-	return int(resealed.Load()), firstErr
+	return firstErr
 }
 
 func (b *backend) resealOne(ctx context.Context, s logical.Storage, kr *keyring, kind sealedKind, key string) (bool, error) {
@@ -469,7 +482,10 @@ type staleValue struct {
 // staleSealed lists every stored (or unsaved) value that names a key other
 // than current: what keys/rotate must not retire.
 func (b *backend) staleSealed(ctx context.Context, s logical.Storage, current int) ([]staleValue, error) {
-	var stale []staleValue
+	var (
+		mu    sync.Mutex
+		stale []staleValue
+	)
 	for _, kind := range b.sealedKinds() {
 		keys, err := listAll(ctx, s, kind.prefix)
 		if err != nil {
@@ -483,7 +499,7 @@ func (b *backend) staleSealed(ctx context.Context, s logical.Storage, current in
 		}
 		slices.Sort(keys)
 		keys = slices.Compact(keys)
-		for _, key := range keys {
+		err = forEachKey(ctx, keys, func(key string) error {
 			unlock := kind.lock(key)
 			rec, err := kind.load(ctx, s, key)
 			var versions []int
@@ -492,13 +508,19 @@ func (b *backend) staleSealed(ctx context.Context, s logical.Storage, current in
 			}
 			unlock()
 			if err != nil {
-				return nil, err
+				return err
 			}
+			mu.Lock()
+			defer mu.Unlock()
 			for _, v := range versions {
 				if v != current {
 					stale = append(stale, staleValue{version: v, what: kind.name + " " + key})
 				}
 			}
+			return nil
+		})
+		if err != nil {
+			return nil, err
 		}
 	}
 	return stale, nil
