@@ -101,7 +101,7 @@ func newBackend(conf *logical.BackendConfig) *backend {
 			Unauthenticated: []string{"callback"},
 			SealWrapStorage: b.sealWrapPaths(),
 		},
-		Paths: framework.PathAppend(
+		Paths: guardInputs(framework.PathAppend(
 			[]*framework.Path{pathConfig(b)},
 			pathProviders(b),
 			pathGrants(b),
@@ -109,7 +109,7 @@ func newBackend(conf *logical.BackendConfig) *backend {
 			pathRoles(b),
 			[]*framework.Path{pathCreds(b), pathKeysRotate(b)},
 			pathTidy(b),
-		),
+		)),
 		Secrets:        []*framework.Secret{secretAccessToken(b)},
 		InitializeFunc: b.initialize,
 		Clean:          b.clean,
@@ -173,6 +173,17 @@ func (b *backend) dropCaches(key string) {
 // to the node that may write: everything that calls upstream and stores.
 func forwarded(cb framework.OperationFunc) *framework.PathOperation {
 	return &framework.PathOperation{Callback: cb, ForwardPerformanceStandby: true, ForwardPerformanceSecondary: true}
+}
+
+// answered makes a successful write or delete answer with a response,
+// empty if need be: Vault adds its "ignored these unrecognized parameters"
+// warning only to a non-nil response, and without it a misspelled option
+// (forse=true) passes silently.
+func answered(resp *logical.Response, err error) (*logical.Response, error) {
+	if resp == nil && err == nil {
+		resp = &logical.Response{}
+	}
+	return resp, err
 }
 
 // writesAllowed reports whether this node may write shared storage, i.e.

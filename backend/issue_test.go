@@ -127,7 +127,7 @@ func TestNonCascadingRefreshLeasesRevokeOnEnd(t *testing.T) {
 		t.Fatalf("active_leases = %v", g["active_leases"])
 	}
 	// Deleting the grant revokes the refresh token and the outstanding token.
-	if resp, err := env.do(logical.DeleteOperation, "grants/g", nil); err != nil || resp != nil {
+	if resp, err := env.do(logical.DeleteOperation, "grants/g", nil); err != nil || resp.IsError() || len(resp.Warnings) > 0 {
 		t.Fatal(err, resp)
 	}
 	if env.up.isActive(second.Data["access_token"].(string)) {

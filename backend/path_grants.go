@@ -7,6 +7,8 @@ import (
 
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
+
+	"github.com/vault-plugin-secrets-oauth/vault-plugin-secrets-oauth/backend/oauthclient"
 )
 
 func pathGrants(b *backend) []*framework.Path {
@@ -159,6 +161,9 @@ func (b *backend) pathGrantWrite(ctx context.Context, req *logical.Request, d *f
 	} else if gw.redirectURI == "" {
 		return logical.ErrorResponse("redirect_uri is required with code"), nil
 	}
+	if gw.codeVerifier != "" && !oauthclient.ValidCodeVerifier(gw.codeVerifier) {
+		return logical.ErrorResponse("code_verifier: RFC 7636 needs 43 to 128 characters of A-Z, a-z, 0-9 and -._~"), nil
+	}
 	if v, ok := d.GetOk("provider"); ok {
 		gw.provider = v.(string)
 	}
@@ -196,7 +201,7 @@ func (b *backend) pathGrantWrite(ctx context.Context, req *logical.Request, d *f
 }
 
 func (b *backend) pathGrantDelete(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
-	return b.deleteGrant(ctx, req.Storage, d.Get("name").(string), d.Get("force").(bool))
+	return answered(b.deleteGrant(ctx, req.Storage, d.Get("name").(string), d.Get("force").(bool)))
 }
 
 const grantsHelp = `

@@ -327,9 +327,6 @@ func (b *backend) pathProviderDelete(ctx context.Context, req *logical.Request, 
 		return nil, err
 	}
 	b.dropCaches(providerPath(name))
-	if len(warnings) == 0 {
-		return nil, nil
-	}
 	return &logical.Response{Warnings: warnings}, nil
 }
 

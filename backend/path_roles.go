@@ -224,7 +224,7 @@ func (b *backend) pathRoleWrite(ctx context.Context, req *logical.Request, d *fr
 func (b *backend) pathRoleDelete(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
 	name := d.Get("name").(string)
 	defer b.dropCaches(rolePath(name))
-	return nil, deleteRole(ctx, req.Storage, name)
+	return answered(nil, deleteRole(ctx, req.Storage, name))
 }
 
 const rolesHelp = `

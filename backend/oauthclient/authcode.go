@@ -22,3 +22,19 @@ func (c *Client) AuthCodeURL(redirectURI, state, codeVerifier string, scopes []s
 	}
 	return conf.AuthCodeURL(state, opts...)
 }
+
+// ValidCodeVerifier reports whether v is a code verifier RFC 7636 (4.1)
+// allows: 43 to 128 unreserved characters.
+func ValidCodeVerifier(v string) bool {
+	if len(v) < 43 || len(v) > 128 {
+		return false
+	}
+	for _, c := range v {
+		switch {
+		case c >= 'A' && c <= 'Z', c >= 'a' && c <= 'z', c >= '0' && c <= '9', c == '-', c == '.', c == '_', c == '~':
+		default:
+			return false
+		}
+	}
+	return true
+}
