@@ -2,11 +2,7 @@ package cluster
 
 import (
 	"encoding/json"
-	"io"
 	"net/http"
-	"net/http/cookiejar"
-	"net/url"
-	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -91,7 +87,7 @@ func TestBackgroundWorkMovesWithLeadership(t *testing.T) {
 
 	// The provider is back; the user approves the device.
 	upDown.Restart(t)
-	approveDevice(t, verification, userCode)
+	harness.ApproveDevice(t, verification, userCode, "alice")
 
 	var doomedGone, tvActive, aliveRefreshed bool
 	var doomedAt, tvAt, aliveRefreshAt time.Duration // after the kill
@@ -191,54 +187,5 @@ func TestBackgroundWorkMovesWithLeadership(t *testing.T) {
 		if _, err := readCreds(client, name); err != nil {
 			t.Errorf("creds of %s after the failover: %v", name, err)
 		}
-	}
-}
-
-var xsrfField = regexp.MustCompile(`name="xsrf" value="([^"]+)"`)
-
-// approveDevice is the user on another device: open the verification page,
-// enter the code, confirm, log in as alice (as in tests/e2e).
-func approveDevice(t *testing.T, verificationURI, userCode string) {
-	t.Helper()
-	jar, _ := cookiejar.New(nil)
-	client := &http.Client{Jar: jar, Timeout: 10 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error {
-		return http.ErrUseLastResponse
-	}}
-	resp, err := client.Get(verificationURI)
-	if err != nil {
-		t.Fatal(err)
-	}
-	page, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	m := xsrfField.FindSubmatch(page)
-	if m == nil {
-		t.Fatalf("no xsrf field on the device page: %s", page)
-	}
-	resp, err = client.PostForm(verificationURI, url.Values{"xsrf": {string(m[1])}, "user_code": {userCode}, "confirm": {"yes"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	loc, err := resp.Location()
-	if err != nil || !strings.Contains(loc.Path, "/interaction/") {
-		t.Fatalf("device confirm: HTTP %d, location %v", resp.StatusCode, loc)
-	}
-	resp, err = client.PostForm(loc.String()+"/login", url.Values{"login": {"alice"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	done, err := resp.Location()
-	if err != nil {
-		t.Fatalf("device login: HTTP %d", resp.StatusCode)
-	}
-	resp, err = client.Get(done.String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if !strings.Contains(string(body), "device-success") {
-		t.Fatalf("device approval did not succeed: HTTP %d %s", resp.StatusCode, body)
 	}
 }

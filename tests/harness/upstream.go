@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/cookiejar"
 	"net/url"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -382,4 +384,52 @@ func (u *Upstream) Introspect(t testing.TB, token string) map[string]any {
 	var out map[string]any
 	u.doJSON(t, req, http.StatusOK, &out)
 	return out
+}
+
+// ApproveDevice is the user on another device (RFC 8628): open the
+// verification page, enter userCode, confirm, log in as account.
+func ApproveDevice(t testing.TB, verificationURI, userCode, account string) {
+	t.Helper()
+	xsrfField := regexp.MustCompile(`name="xsrf" value="([^"]+)"`)
+	jar, _ := cookiejar.New(nil)
+	client := &http.Client{Jar: jar, Timeout: 10 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error {
+		return http.ErrUseLastResponse
+	}}
+	resp, err := client.Get(verificationURI)
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	m := xsrfField.FindSubmatch(page)
+	if m == nil {
+		t.Fatalf("no xsrf field on the device page: %s", page)
+	}
+	resp, err = client.PostForm(verificationURI, url.Values{"xsrf": {string(m[1])}, "user_code": {userCode}, "confirm": {"yes"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	loc, err := resp.Location()
+	if err != nil || !strings.Contains(loc.Path, "/interaction/") {
+		t.Fatalf("device confirm: HTTP %d, location %v", resp.StatusCode, loc)
+	}
+	resp, err = client.PostForm(loc.String()+"/login", url.Values{"login": {account}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	done, err := resp.Location()
+	if err != nil {
+		t.Fatalf("device login: HTTP %d", resp.StatusCode)
+	}
+	resp, err = client.Get(done.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(body), "device-success") {
+		t.Fatalf("device approval did not succeed: HTTP %d %s", resp.StatusCode, body)
+	}
 }
