@@ -12,6 +12,7 @@ import (
 	"mime"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -52,6 +53,20 @@ type Config struct {
 	TokenParams url.Values
 	// HTTPClient must not follow redirects; see NewHTTPClient.
 	HTTPClient *http.Client
+	// Revocation is how the server revokes tokens; "" is RFC 7009.
+	Revocation RevocationStyle
+	// DefaultLifetime is the lifetime of an access token whose response
+	// has no expires_in (Salesforce, classic GitHub tokens); 0 leaves its
+	// Expiry zero.
+	DefaultLifetime time.Duration
+	// InvalidGrantCodes are the server's own error codes that mean what
+	// invalid_grant means (GitHub's bad_refresh_verification_code, Slack's
+	// invalid_refresh_token): Error.Code becomes invalid_grant and
+	// Error.ProviderCode keeps the original.
+	InvalidGrantCodes []string
+	// ResponseFields are token response fields kept in Token.Fields, by
+	// name or dotted path into a JSON object ("team.id").
+	ResponseFields []string
 }
 
 // Client talks to one authorization server as one client. It is safe for
@@ -64,6 +79,11 @@ type Client struct {
 func New(cfg Config) (*Client, error) {
 	if cfg.ClientID == "" {
 		return nil, errors.New("client_id is required")
+	}
+	switch cfg.Revocation {
+	case "", RevokeRFC7009, RevokeGitHub, RevokeSlack, RevokeNone:
+	default:
+		return nil, fmt.Errorf("unknown revocation style %q", cfg.Revocation)
 	}
 	switch cfg.AuthMethod {
 	case ClientSecretBasic, ClientSecretPost:
@@ -98,11 +118,18 @@ type Token struct {
 	// Expiry is zero when the server did not say (no expires_in).
 	Expiry          time.Time
 	IssuedTokenType string
-	// lifetime is the response's expires_in, clamped.
-	lifetime time.Duration
+	// lifetime is the response's expires_in, clamped; refreshLifetime its
+	// refresh_token_expires_in.
+	lifetime, refreshLifetime time.Duration
 	// Subject is the sub claim of the response's OpenID Connect ID token,
 	// when it has one. The ID token itself is not kept.
 	Subject string
+	// RefreshExpiry is when the refresh token dies (GitHub's and Slack's
+	// refresh_token_expires_in); zero when the server did not say.
+	RefreshExpiry time.Time
+	// Fields are the response's values of Config.ResponseFields that are
+	// plain strings, numbers or booleans.
+	Fields map[string]string
 }
 
 // TokenOptions are the optional parameters of a token request.
@@ -180,15 +207,21 @@ func (c *Client) token(ctx context.Context, form url.Values, secrets ...string) 
 	if err != nil {
 		return nil, err
 	}
-	tok, err := parseTokenResponse(body.data, body.contentType)
+	tok, err := parseTokenResponse(body.data, body.contentType, c.cfg.ResponseFields)
 	if err != nil {
 		return nil, &Error{Endpoint: "token", StatusCode: body.status, Err: err}
 	}
+	if tok.lifetime == 0 && c.cfg.DefaultLifetime > 0 {
+		tok.lifetime = min(c.cfg.DefaultLifetime, MaxTokenLifetime)
+	}
+	// The server counts lifetimes from some moment after we sent the
+	// request, in whole seconds: counted from the send, less a second, an
+	// expiry is never later than the server's.
 	if tok.lifetime > 0 {
-		// The server counts expires_in from some moment after we sent the
-		// request, in whole seconds: counted from the send, less a second,
-		// the expiry is never later than the server's.
 		tok.Expiry = sent.Add(tok.lifetime - time.Second)
+	}
+	if tok.refreshLifetime > 0 {
+		tok.RefreshExpiry = sent.Add(tok.refreshLifetime - time.Second)
 	}
 	return tok, nil
 }
@@ -224,14 +257,13 @@ func (c *Client) post(ctx context.Context, endpoint, target string, form url.Val
 	req.Header = header
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.Header.Set("Accept", "application/json")
-	resp, err := c.cfg.HTTPClient.Do(req)
+	resp, data, err := c.do(req, secrets)
 	if err != nil {
-		return nil, &Error{Endpoint: endpoint, Err: transportError(err, secrets)}
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, maxResponse))
-	if err != nil {
-		return nil, &Error{Endpoint: endpoint, StatusCode: resp.StatusCode, Err: transportError(err, secrets)}
+		e := &Error{Endpoint: endpoint, Err: err}
+		if resp != nil {
+			e.StatusCode = resp.StatusCode
+		}
+		return nil, e
 	}
 	contentType := resp.Header.Get("Content-Type")
 	e := &Error{Endpoint: endpoint, StatusCode: resp.StatusCode, RetryAfter: retryAfter(resp.Header.Get("Retry-After"))}
@@ -241,12 +273,30 @@ func (c *Client) post(ctx context.Context, endpoint, target string, form url.Val
 	}
 	if body, ok := parseErrorBody(data, contentType); ok {
 		e.setUpstream(body, secrets)
+		if e.Code != "" && slices.Contains(c.cfg.InvalidGrantCodes, e.Code) {
+			e.ProviderCode, e.Code = e.Code, ErrCodeInvalidGrant
+		}
 		return nil, e
 	}
 	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
 		return &rawResponse{status: resp.StatusCode, contentType: contentType, data: data}, nil
 	}
 	return nil, e
+}
+
+// do sends req and reads its bounded body. Its error is scrubbed of
+// secrets; resp is set when the failure came after the headers.
+func (c *Client) do(req *http.Request, secrets []string) (*http.Response, []byte, error) {
+	resp, err := c.cfg.HTTPClient.Do(req)
+	if err != nil {
+		return nil, nil, transportError(err, secrets)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, maxResponse))
+	if err != nil {
+		return resp, nil, transportError(err, secrets)
+	}
+	return resp, data, nil
 }
 
 // authenticate adds the client's credentials to the request and returns the
@@ -306,7 +356,7 @@ func retryAfter(v string) time.Duration {
 
 // parseTokenResponse reads JSON, or the form encoding some servers (GitHub
 // without Accept) still send.
-func parseTokenResponse(data []byte, contentType string) (*Token, error) {
+func parseTokenResponse(data []byte, contentType string, fields []string) (*Token, error) {
 	var raw struct {
 		AccessToken     string          `json:"access_token"`
 		TokenType       string          `json:"token_type"`
@@ -315,8 +365,10 @@ func parseTokenResponse(data []byte, contentType string) (*Token, error) {
 		Scope           *string         `json:"scope"`
 		IssuedTokenType string          `json:"issued_token_type"`
 		IDToken         string          `json:"id_token"`
+		RefreshExpires  json.RawMessage `json:"refresh_token_expires_in"`
 	}
-	var expiresIn time.Duration
+	var expiresIn, refreshExpiresIn time.Duration
+	var kept map[string]string
 	trimmed := bytes.TrimSpace(data)
 	mediaType, _, _ := mime.ParseMediaType(contentType)
 	// The body's shape decides: some servers label JSON as text/plain.
@@ -339,6 +391,12 @@ func parseTokenResponse(data []byte, contentType string) (*Token, error) {
 				return nil, errors.New("token response has a malformed expires_in")
 			}
 		}
+		if e := strings.TrimSpace(vals.Get("refresh_token_expires_in")); e != "" {
+			if refreshExpiresIn, err = parseSeconds(e, MaxTokenLifetime); err != nil {
+				return nil, errors.New("token response has a malformed refresh_token_expires_in")
+			}
+		}
+		kept = formFields(vals, fields)
 	} else {
 		if err := json.Unmarshal(trimmed, &raw); err != nil {
 			return nil, errors.New("token response is not valid JSON")
@@ -347,6 +405,10 @@ func parseTokenResponse(data []byte, contentType string) (*Token, error) {
 		if expiresIn, err = parseJSONSeconds(raw.ExpiresIn, MaxTokenLifetime); err != nil {
 			return nil, errors.New("token response has a malformed expires_in")
 		}
+		if refreshExpiresIn, err = parseJSONSeconds(raw.RefreshExpires, MaxTokenLifetime); err != nil {
+			return nil, errors.New("token response has a malformed refresh_token_expires_in")
+		}
+		kept = jsonFields(trimmed, fields)
 	}
 	if raw.AccessToken == "" {
 		return nil, errors.New("token response has no access_token")
@@ -357,6 +419,10 @@ func parseTokenResponse(data []byte, contentType string) (*Token, error) {
 		RefreshToken:    raw.RefreshToken,
 		IssuedTokenType: raw.IssuedTokenType,
 		Subject:         idTokenSubject(raw.IDToken),
+		Fields:          kept,
+	}
+	if raw.RefreshToken != "" {
+		tok.refreshLifetime = refreshExpiresIn
 	}
 	if tok.TokenType == "" {
 		tok.TokenType = "Bearer"

@@ -28,11 +28,14 @@ type Error struct {
 	StatusCode int
 	// Code is the RFC 6749 §5.2 error code, e.g. "invalid_grant", whatever
 	// the HTTP status was (some providers answer errors with 200). It is
-	// passed on as the provider sent it: provider-specific codes such as
-	// Slack's "invalid_refresh_token" or GitHub's "bad_refresh_token" are not
-	// mapped to RFC codes. A code that could carry token material (not a
-	// plain [A-Za-z0-9_.:-] word) is withheld: Code is empty and Err says so.
+	// passed on as the provider sent it, except the provider-specific codes
+	// Config.InvalidGrantCodes maps to invalid_grant. A code that could
+	// carry token material (not a plain [A-Za-z0-9_.:-] word) is withheld:
+	// Code is empty and Err says so.
 	Code string
+	// ProviderCode is the server's own code when Config.InvalidGrantCodes
+	// mapped it to invalid_grant.
+	ProviderCode string
 	// Description is the upstream's error_description reduced to printable
 	// ASCII, with every secret of the request (in any common encoding) and
 	// every long token-like run replaced by "[redacted]", cut to a safe
@@ -53,6 +56,9 @@ func (e *Error) Error() string {
 	switch {
 	case e.Code != "":
 		fmt.Fprintf(&b, " returned error %q", e.Code)
+		if e.ProviderCode != "" {
+			fmt.Fprintf(&b, " (the provider's %q)", e.ProviderCode)
+		}
 		if e.StatusCode != 0 {
 			fmt.Fprintf(&b, " (HTTP %d)", e.StatusCode)
 		}
@@ -103,9 +109,8 @@ func HasCode(err error, code string) bool {
 
 // IsInvalidGrant reports whether the upstream answered invalid_grant (on any
 // HTTP status): the refresh token, code or device code is dead and retrying
-// cannot help. Provider-specific codes for the same condition (Slack's
-// "invalid_refresh_token", GitHub's "bad_refresh_token") are deliberately not
-// included; test for them with HasCode if a provider needs it.
+// cannot help. Provider-specific codes for the same condition count when
+// Config.InvalidGrantCodes names them.
 func IsInvalidGrant(err error) bool { return HasCode(err, ErrCodeInvalidGrant) }
 
 var (

@@ -98,7 +98,7 @@ func FuzzParseErrorBody(f *testing.F) {
 func FuzzParseTokenResponse(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte, contentType string) {
 		before := time.Now()
-		tok, err := parseTokenResponse(data, contentType)
+		tok, err := parseTokenResponse(data, contentType, []string{"instance_url", "team.id", "ok"})
 		after := time.Now()
 		if err != nil {
 			if tok != nil {
@@ -114,6 +114,14 @@ func FuzzParseTokenResponse(f *testing.F) {
 		}
 		if !tok.ScopeReturned && tok.Scopes != nil {
 			t.Fatalf("scopes %q without a scope", tok.Scopes)
+		}
+		if tok.refreshLifetime < 0 || tok.refreshLifetime > MaxTokenLifetime {
+			t.Fatalf("refresh lifetime %v outside [0, %v]", tok.refreshLifetime, MaxTokenLifetime)
+		}
+		for k, v := range tok.Fields {
+			if !plainField(v) {
+				t.Fatalf("field %s kept a value that is not plain: %q", k, v)
+			}
 		}
 		for _, s := range tok.Scopes {
 			if s == "" || strings.ContainsAny(s, " \t\r\n") {
