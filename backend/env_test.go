@@ -190,3 +190,13 @@ func nonEmpty(v any) bool {
 	s, ok := v.(string)
 	return ok && s != ""
 }
+
+// mustRead reads path's data; the object must exist.
+func (e *testEnv) mustRead(path string) map[string]any {
+	e.t.Helper()
+	resp, err := e.do(logical.ReadOperation, path, nil)
+	if err != nil || resp == nil || resp.IsError() {
+		e.t.Fatalf("read %s: err=%v resp=%v", path, err, resp)
+	}
+	return resp.Data
+}

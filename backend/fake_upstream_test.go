@@ -39,6 +39,11 @@ type fakeUpstream struct {
 	// for approval.
 	devicePolls []string
 	polls       int
+	// fields are added to every token response (Salesforce's
+	// instance_url); refreshLifetime, when set, is sent as
+	// refresh_token_expires_in with every new refresh token.
+	fields          map[string]any
+	refreshLifetime int
 }
 
 type fakeRefresh struct {
@@ -188,6 +193,12 @@ func (f *fakeUpstream) token(w http.ResponseWriter, r *http.Request) {
 	if f.extraScope != "" {
 		scopes = strings.TrimSpace(scopes + " " + f.extraScope)
 	}
+	for k, v := range f.fields {
+		resp[k] = v
+	}
+	if _, ok := resp["refresh_token"]; ok && f.refreshLifetime > 0 {
+		resp["refresh_token_expires_in"] = f.refreshLifetime
+	}
 	at := fmt.Sprintf("at-%d", f.seq)
 	f.access[at] = fakeAccess{grant: grant, scopes: scopes, active: true}
 	resp["access_token"], resp["scope"] = at, scopes
@@ -235,7 +246,7 @@ func (f *fakeUpstream) injectFailure(w http.ResponseWriter) bool {
 	}
 	status := f.failNext[0]
 	f.failNext = f.failNext[1:]
-	if status == http.StatusBadRequest {
+	if status == http.StatusBadRequest || status == http.StatusOK {
 		oauthError(w, status, f.errorCode)
 	} else {
 		w.WriteHeader(status)

@@ -333,7 +333,7 @@ func (b *backend) completeGrant(ctx context.Context, s logical.Storage, p *pendi
 		if err := b.queueReplaced(ctx, s, g); err != nil {
 			return err
 		}
-		g.activate(tok.RefreshToken, h.entry.binding(), b.now())
+		g.activate(tok.RefreshToken, tok.RefreshExpiry, h.entry.binding(), b.now())
 		if w := g.attachSubject(tok.Subject); w != "" {
 			warning = w
 		}
@@ -533,6 +533,7 @@ func (b *backend) writeGrant(ctx context.Context, s logical.Storage, gw *grantWr
 		return nil, nil, err
 	}
 	refreshToken, subject := gw.refreshToken, ""
+	var refreshExpiry time.Time // unknown for an imported token
 	if gw.code != "" {
 		tok, err := h.client.ExchangeCode(ctx, gw.code, gw.redirectURI, gw.codeVerifier)
 		if err != nil {
@@ -545,7 +546,7 @@ func (b *backend) writeGrant(ctx context.Context, s logical.Storage, gw *grantWr
 		if tok.RefreshToken == "" {
 			return nil, nil, badInputf("code: provider %q returned no refresh token; request offline access (e.g. the offline_access scope) when authorizing", g.Provider)
 		}
-		refreshToken, subject = tok.RefreshToken, tok.Subject
+		refreshToken, subject, refreshExpiry = tok.RefreshToken, tok.Subject, tok.RefreshExpiry
 		if tok.ScopeReturned {
 			g.Scopes = normalizeScopes(tok.Scopes)
 		}
@@ -558,7 +559,7 @@ func (b *backend) writeGrant(ctx context.Context, s logical.Storage, gw *grantWr
 				return nil, nil, err
 			}
 		}
-		g.activate(refreshToken, h.entry.binding(), b.now())
+		g.activate(refreshToken, refreshExpiry, h.entry.binding(), b.now())
 		if w := g.attachSubject(subject); w != "" {
 			b.logger.Warn("grant re-authorized by another upstream subject", "grant", g.Name, "provider", g.Provider)
 			warnings = append(warnings, w)

@@ -67,6 +67,10 @@ type grantEntry struct {
 	// PendingUntil is when a pending grant whose flow never completed is
 	// given up as invalid (the due index brings the sweep to it).
 	PendingUntil time.Time `json:"pending_until,omitempty"`
+	// RefreshExpiresAt is when the refresh token itself dies upstream,
+	// where the provider says (refresh_token_expires_in): the worker
+	// refreshes before then so that a rotation renews it.
+	RefreshExpiresAt time.Time `json:"refresh_expires_at,omitempty"`
 
 	// newRefreshToken is a refresh token to seal when the grant is next
 	// stored (storeGrant): sealing and storing are one step that keys/rotate
@@ -86,8 +90,9 @@ func newGrant(name, provider, owner string, now time.Time) *grantEntry {
 // activate gives the grant a new refresh token from an import or a
 // completed authorization: a new authorization starts the lifecycle clocks
 // again, so re-importing into an expired grant does not expire it at once.
-func (g *grantEntry) activate(refreshToken, binding string, now time.Time) {
+func (g *grantEntry) activate(refreshToken string, refreshExpiry time.Time, binding string, now time.Time) {
 	g.newRefreshToken, g.Binding = refreshToken, binding
+	g.RefreshExpiresAt = refreshExpiry.UTC()
 	g.Status, g.LastError = statusActive, ""
 	g.CreatedAt, g.LastUsedAt, g.LastRefreshAt = now.UTC(), time.Time{}, time.Time{}
 	g.RefreshStartedAt, g.PendingUntil = time.Time{}, time.Time{}
@@ -167,6 +172,27 @@ func (g *grantEntry) expiresAt() time.Time {
 		return time.Time{}
 	}
 	return g.CreatedAt.Add(g.MaxAge)
+}
+
+// renewDue is when the worker refreshes the grant so that its refresh
+// token does not run out upstream: a tenth of its life, at most a day,
+// before it would. Zero when the provider gave no refresh token lifetime.
+func (g *grantEntry) renewDue() time.Time {
+	if g.RefreshExpiresAt.IsZero() {
+		return time.Time{}
+	}
+	life := g.RefreshExpiresAt.Sub(orCreated(g.LastRefreshAt, g))
+	return g.RefreshExpiresAt.Add(-min(life/10, 24*time.Hour))
+}
+
+// shownExpiry is the grant's expires_at: the earlier of max_age and the
+// refresh token's own end upstream.
+func (g *grantEntry) shownExpiry() time.Time {
+	exp := g.expiresAt()
+	if r := g.RefreshExpiresAt; !r.IsZero() && (exp.IsZero() || r.Before(exp)) {
+		return r
+	}
+	return exp
 }
 
 // lapsed says whether max_age or idle_timeout has run out at now.

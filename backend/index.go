@@ -133,6 +133,7 @@ func (g *grantEntry) nextCheck() time.Time {
 	if g.KeepAlive > 0 {
 		consider(orCreated(g.LastRefreshAt, g).Add(g.KeepAlive))
 	}
+	consider(g.renewDue())
 	return next
 }
 

@@ -2,6 +2,7 @@ package backend
 
 import (
 	"context"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/vault/sdk/framework"
@@ -72,14 +73,22 @@ func (b *backend) leaseResponse(role *roleEntry, it *issuedToken, cfg *configEnt
 	if it.shared {
 		internal["shared"] = "true"
 	}
-	resp := b.Secret(secretTypeAccess).Response(map[string]any{
+	data := map[string]any{
 		"access_token": it.token.AccessToken,
 		"token_type":   it.token.TokenType,
 		"expires_at":   formatTime(it.token.Expiry),
 		"scopes":       nonNil(tokenScopes(role, it)),
 		"grant":        grantName,
 		"revocation":   it.revocation,
-	}, internal)
+	}
+	// The provider's response_fields (Salesforce's instance_url), under
+	// their own names; provider writes refuse names that clash.
+	for name, v := range it.token.Fields {
+		if key := strings.ReplaceAll(name, ".", "_"); !reservedCredsFields[key] {
+			data[key] = v
+		}
+	}
+	resp := b.Secret(secretTypeAccess).Response(data, internal)
 	resp.Secret.TTL = leaseTTL(role.TTL, it.token.Expiry, cfg.RefreshSkew, b.now())
 	resp.Secret.MaxTTL = role.MaxTTL
 	resp.Warnings = it.warnings
@@ -109,3 +118,9 @@ ending the lease does: on_lease_end, the token is revoked upstream (RFC
 also kill the grant (a refresh_token role at a provider with
 revocation_cascades) or the provider cannot revoke.
 `
+
+// reservedCredsFields are the creds response's own fields, which
+// response_fields cannot replace.
+var reservedCredsFields = map[string]bool{
+	"access_token": true, "token_type": true, "expires_at": true, "scopes": true, "grant": true, "revocation": true,
+}

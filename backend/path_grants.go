@@ -121,7 +121,7 @@ func grantData(g *grantEntry, activeLeases int64) map[string]any {
 		"refresh_count":   g.RefreshCount,
 		"rotation_count":  g.RotationCount,
 		"active_leases":   activeLeases,
-		"expires_at":      formatTime(g.expiresAt()),
+		"expires_at":      formatTime(g.shownExpiry()),
 		"max_age":         int64(g.MaxAge.Seconds()),
 		"idle_timeout":    int64(g.IdleTimeout.Seconds()),
 		"keep_alive":      int64(g.KeepAlive.Seconds()),

@@ -3,6 +3,8 @@ package backend
 import (
 	"context"
 	"fmt"
+	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -77,6 +79,36 @@ func pathProviders(b *backend) []*framework.Path {
 		"allowed_audiences": {
 			Type:        framework.TypeCommaStringSlice,
 			Description: "Audiences and resources (RFC 8693, RFC 8707) that token_exchange roles may request from this provider; empty allows none.",
+		},
+		"preset": {
+			Type:          framework.TypeString,
+			Description:   "A well-known provider whose endpoints and behaviour fill every field this write does not set: " + strings.Join(presetNames(), ", ") + ". See docs/providers/.",
+			AllowedValues: presetValues(),
+		},
+		"tenant": {
+			Type:        framework.TypeString,
+			Description: "Directory (tenant) of preset microsoft: common (default), organizations, consumers, a tenant ID or a domain.",
+		},
+		"revocation_style": {
+			Type:          framework.TypeString,
+			Description:   "How the provider revokes tokens: rfc7009 (default), github (DELETE .../applications/{client_id}/token), slack (auth.revoke) or none (leases then end with their token's lifetime).",
+			AllowedValues: []any{string(oauthclient.RevokeRFC7009), string(oauthclient.RevokeGitHub), string(oauthclient.RevokeSlack), string(oauthclient.RevokeNone)},
+		},
+		"auth_params": {
+			Type:        framework.TypeKVPairs,
+			Description: "Extra authorization request parameters, e.g. access_type=offline (Google) or audience=api.atlassian.com (Atlassian).",
+		},
+		"default_token_ttl": {
+			Type:        framework.TypeDurationSecond,
+			Description: "Lifetime of access tokens whose token response has no expires_in (Salesforce, GitHub OAuth apps); 0 leaves their lifetime to the role's ttl.",
+		},
+		"response_fields": {
+			Type:        framework.TypeCommaStringSlice,
+			Description: "Non-secret token response fields passed on in creds responses (a dotted path reaches into objects: team.id is returned as team_id). Fields that may carry credentials are refused.",
+		},
+		"invalid_grant_errors": {
+			Type:        framework.TypeCommaStringSlice,
+			Description: "The provider's own error codes that mean the grant is dead, as invalid_grant does (GitHub's bad_refresh_verification_code, Slack's invalid_refresh_token).",
 		},
 		"rebind_grants": {
 			Type:        framework.TypeBool,
@@ -170,7 +202,30 @@ func providerData(p *providerEntry) map[string]any {
 		"timeout":                  int64(p.Timeout.Seconds()),
 		"allowed_audiences":        nonNil(p.AllowedAudiences),
 		"response_mode":            p.responseMode(),
+		"preset":                   p.Preset,
+		"preset_fields":            nonNil(p.PresetFields),
+		"tenant":                   p.Tenant,
+		"revocation_style":         string(p.revocationStyle()),
+		"auth_params":              nonNilMap(p.AuthParams),
+		"default_token_ttl":        int64(p.DefaultTokenTTL.Seconds()),
+		"response_fields":          nonNil(p.ResponseFields),
+		"invalid_grant_errors":     nonNil(p.InvalidGrantErrors),
 	}
+}
+
+func nonNilMap(m map[string]string) map[string]string {
+	if m == nil {
+		return map[string]string{}
+	}
+	return m
+}
+
+func presetValues() []any {
+	var v []any
+	for _, n := range presetNames() {
+		v = append(v, n)
+	}
+	return v
 }
 
 func (b *backend) pathProviderWrite(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
@@ -258,12 +313,18 @@ func (b *backend) pathProviderWrite(ctx context.Context, req *logical.Request, d
 		}
 		p.Timeout = time.Duration(v.(int)) * time.Second
 	}
+	if resp := applyBehaviourFields(p, d); resp != nil {
+		return resp, nil
+	}
 
 	if err := b.discover(ctx, req.Storage, p, rediscover); err != nil {
 		return respondBadInput(err)
 	}
 	if p.endpoints().Token == "" {
 		return logical.ErrorResponse("token_url is required when issuer discovery does not provide one"), nil
+	}
+	if p.revocationStyle() == oauthclient.RevokeGitHub && p.endpoints().Revocation != "" && !strings.HasSuffix(p.endpoints().Revocation, "/token") {
+		return logical.ErrorResponse("revocation_url: revocation_style github needs GitHub's .../applications/{client_id}/token URL"), nil
 	}
 
 	secret, secretSet := d.GetOk("client_secret")
@@ -349,3 +410,82 @@ revocation_cascades (default true) says whether revoking an access token
 also kills its grant's refresh token at this server; then leases of
 refresh_token roles end by expiry only, to keep the grant alive.
 `
+
+// applyBehaviourFields sets the preset and the fields that say how the
+// provider departs from the RFCs, then fills from the preset what the
+// operator has not set. A non-nil response is a refusal.
+func applyBehaviourFields(p *providerEntry, d *framework.FieldData) *logical.Response {
+	inRequest := func(field string) bool { _, ok := d.Raw[field]; return ok }
+	if v, ok := d.GetOk("tenant"); ok {
+		p.Tenant = strings.TrimSpace(v.(string))
+	}
+	if v, ok := d.GetOk("revocation_style"); ok {
+		p.RevocationStyle = v.(string)
+	}
+	if v, ok := d.GetOk("auth_params"); ok {
+		params := v.(map[string]string)
+		for k := range params {
+			if reservedAuthParams[k] {
+				return logical.ErrorResponse("auth_params: %q is set by the engine and cannot be overridden", k)
+			}
+		}
+		p.AuthParams = params
+	}
+	if v, ok := d.GetOk("default_token_ttl"); ok {
+		p.DefaultTokenTTL = time.Duration(v.(int)) * time.Second
+	}
+	if v, ok := d.GetOk("response_fields"); ok {
+		fields := normalizeScopes(v.([]string))
+		for _, f := range fields {
+			if !responseFieldName.MatchString(f) {
+				return logical.ErrorResponse("response_fields: %q is not a field name or dotted path", f)
+			}
+			if oauthclient.SecretField(f) {
+				return logical.ErrorResponse("response_fields: %q may carry a credential and is never passed on", f)
+			}
+			if reservedCredsFields[strings.ReplaceAll(f, ".", "_")] {
+				return logical.ErrorResponse("response_fields: %q would hide the creds field of the same name", f)
+			}
+		}
+		p.ResponseFields = fields
+	}
+	if v, ok := d.GetOk("invalid_grant_errors"); ok {
+		codes := normalizeScopes(v.([]string))
+		for _, c := range codes {
+			if !errorCodeName.MatchString(c) {
+				return logical.ErrorResponse("invalid_grant_errors: %q is not an error code", c)
+			}
+		}
+		p.InvalidGrantErrors = codes
+	}
+
+	presetGiven := inRequest("preset")
+	if presetGiven {
+		p.Preset = d.Get("preset").(string)
+	}
+	if p.Preset == "" {
+		if p.Tenant != "" {
+			return logical.ErrorResponse("tenant: only a preset with a tenant uses it (microsoft)")
+		}
+		return nil
+	}
+	ps, _ := presetNamed(p.Preset)
+	if p.Tenant != "" && ps.tenant == "" {
+		return logical.ErrorResponse("tenant: preset %s has no tenant", p.Preset)
+	}
+	if p.Tenant != "" && !tenantName.MatchString(p.Tenant) {
+		return logical.ErrorResponse("tenant: %q is not a tenant name, ID or domain", p.Tenant)
+	}
+	// A field the operator set, now or under this preset before, stays.
+	fromPreset := p.PresetFields
+	p.PresetFields = applyPreset(p, ps, func(field string) bool {
+		return inRequest(field) || (!presetGiven && !slices.Contains(fromPreset, field))
+	})
+	return nil
+}
+
+var (
+	responseFieldName = regexp.MustCompile(`^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*$`)
+	errorCodeName     = regexp.MustCompile(`^[A-Za-z0-9_.:-]+$`)
+	tenantName        = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9.-]*$`)
+)

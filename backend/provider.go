@@ -45,6 +45,35 @@ type providerEntry struct {
 	// AllowedAudiences are the audiences and resources token_exchange
 	// roles may ask for; empty allows none.
 	AllowedAudiences []string `json:"allowed_audiences,omitempty"`
+
+	// Preset names the well-known provider (presets.go) whose values fill
+	// the fields listed in PresetFields.
+	Preset       string   `json:"preset,omitempty"`
+	PresetFields []string `json:"preset_fields,omitempty"`
+	// Tenant fills {tenant} in a preset's endpoints (Microsoft Entra ID).
+	Tenant string `json:"tenant,omitempty"`
+	// RevocationStyle is how the provider revokes (oauthclient); "" is
+	// RFC 7009.
+	RevocationStyle string `json:"revocation_style,omitempty"`
+	// AuthParams are extra authorization request parameters (Google's
+	// access_type=offline).
+	AuthParams map[string]string `json:"auth_params,omitempty"`
+	// DefaultTokenTTL is the lifetime of access tokens whose response has
+	// no expires_in.
+	DefaultTokenTTL time.Duration `json:"default_token_ttl,omitempty"`
+	// ResponseFields are the non-secret token response fields passed on in
+	// creds responses.
+	ResponseFields []string `json:"response_fields,omitempty"`
+	// InvalidGrantErrors are the provider's own error codes that mean the
+	// grant is dead, as invalid_grant does.
+	InvalidGrantErrors []string `json:"invalid_grant_errors,omitempty"`
+}
+
+func (p *providerEntry) revocationStyle() oauthclient.RevocationStyle {
+	if p.RevocationStyle == "" {
+		return oauthclient.RevokeRFC7009
+	}
+	return oauthclient.RevocationStyle(p.RevocationStyle)
 }
 
 // endpoints merges explicit endpoints over discovered ones.
@@ -81,17 +110,21 @@ func (p *providerEntry) responseMode() string {
 
 // authParams are the extra authorization request parameters.
 func (p *providerEntry) authParams() map[string]string {
-	if p.responseMode() == responseModeFormPost {
-		return map[string]string{"response_mode": responseModeFormPost}
+	params := make(map[string]string, len(p.AuthParams)+1)
+	for k, v := range p.AuthParams {
+		params[k] = v
 	}
-	return nil
+	if p.responseMode() == responseModeFormPost {
+		params["response_mode"] = responseModeFormPost
+	}
+	return params
 }
 
 // canRevoke reports whether an access token of this provider can be revoked
 // at lease end; tokenFromGrant says whether it came from a refresh token
 // (then a cascading server would kill the grant with it).
 func (p *providerEntry) canRevoke(tokenFromGrant bool) bool {
-	if p.endpoints().Revocation == "" {
+	if p.endpoints().Revocation == "" || p.revocationStyle() == oauthclient.RevokeNone {
 		return false
 	}
 	return !(tokenFromGrant && p.RevocationCascades)
@@ -116,6 +149,14 @@ var reservedTokenParams = map[string]bool{
 	"redirect_uri": true, "client_id": true, "client_secret": true, "client_assertion": true,
 	"client_assertion_type": true, "device_code": true, "subject_token": true, "subject_token_type": true,
 	"scope": true, "username": true, "password": true,
+}
+
+// reservedAuthParams may not be set through auth_params: the engine sets
+// them to run the flow safely (state, PKCE, the redirect).
+var reservedAuthParams = map[string]bool{
+	"response_type": true, "client_id": true, "redirect_uri": true, "scope": true, "state": true,
+	"code_challenge": true, "code_challenge_method": true, "response_mode": true, "nonce": true,
+	"client_secret": true, "request": true, "request_uri": true,
 }
 
 func (p *providerEntry) timeout(cfg *configEntry) time.Duration {
@@ -361,12 +402,16 @@ func (b *backend) provider(ctx context.Context, s logical.Storage, name string) 
 		return nil, fmt.Errorf("provider %q: ca_pem: %w", name, err)
 	}
 	oc := oauthclient.Config{
-		Endpoints:   p.endpoints(),
-		ClientID:    p.ClientID,
-		AuthMethod:  oauthclient.AuthMethod(p.ClientAuth),
-		KeyID:       p.ClientKeyID,
-		HTTPClient:  httpClient,
-		TokenParams: url.Values{},
+		Endpoints:         p.endpoints(),
+		ClientID:          p.ClientID,
+		AuthMethod:        oauthclient.AuthMethod(p.ClientAuth),
+		KeyID:             p.ClientKeyID,
+		HTTPClient:        httpClient,
+		TokenParams:       url.Values{},
+		Revocation:        p.revocationStyle(),
+		DefaultLifetime:   p.DefaultTokenTTL,
+		InvalidGrantCodes: p.InvalidGrantErrors,
+		ResponseFields:    p.ResponseFields,
 	}
 	for k, v := range p.TokenParams {
 		oc.TokenParams.Set(k, v)

@@ -108,6 +108,18 @@ func (b *backend) refreshGrant(ctx context.Context, s logical.Storage, name stri
 		g.newRefreshToken = tok.RefreshToken
 		g.RotationCount++
 	}
+	if tok.RefreshToken != "" {
+		// A new refresh token comes with its own lifetime, or none known.
+		g.RefreshExpiresAt = tok.RefreshExpiry.UTC()
+	}
+	if due := g.renewDue(); !due.IsZero() && (g.DueAt.IsZero() || g.DueAt.After(due)) {
+		// The hot path writes the due index only when the refresh token's
+		// own end needs a keep-alive the index does not hold yet. A failure
+		// must not lose the rotated token: the next refresh tries again.
+		if err := b.schedule(ctx, s, g); err != nil {
+			b.logger.Warn("scheduling a keep-alive before the refresh token's end failed; the next refresh tries again", "grant", g.Name, "error", err)
+		}
+	}
 	if len(g.Scopes) == 0 && len(rr.opts.Scopes) == 0 && tok.ScopeReturned {
 		g.Scopes = tok.Scopes
 	}

@@ -89,8 +89,8 @@ func (b *backend) revokeGrantUpstream(ctx context.Context, s logical.Storage, g 
 	var warnings []string
 	if !g.boundTo(h.entry) {
 		warnings = append(warnings, fmt.Sprintf("provider %q was moved to other endpoints since grant %q was authorized: its refresh token was not sent there and is not revoked upstream", g.Provider, g.Name))
-	} else if h.entry.endpoints().Revocation == "" {
-		warnings = append(warnings, fmt.Sprintf("provider %q has no revocation_url: the refresh token was not revoked upstream", g.Provider))
+	} else if h.entry.endpoints().Revocation == "" || h.entry.revocationStyle() == oauthclient.RevokeNone {
+		warnings = append(warnings, fmt.Sprintf("provider %q cannot revoke tokens (no revocation_url, or revocation_style none): the refresh token was not revoked upstream", g.Provider))
 	} else if !g.RefreshToken.isZero() {
 		kr, err := b.sealingKeys(ctx, s)
 		if err != nil {
@@ -100,7 +100,7 @@ func (b *backend) revokeGrantUpstream(ctx context.Context, s logical.Storage, g 
 		if err != nil {
 			return fail(fmt.Errorf("unsealing refresh token: %w", err))
 		}
-		if err := h.client.Revoke(ctx, refreshToken, oauthclient.HintRefreshToken); err != nil {
+		if err := h.client.RevokeGrant(ctx, refreshToken); err != nil {
 			if !revocationIsFinal(err) {
 				return fail(upstreamError(g.Provider, err, nil))
 			}
@@ -308,7 +308,12 @@ func (b *backend) revokeReplaced(ctx context.Context, s logical.Storage, key str
 	case h.entry.endpoints().Revocation == "":
 		return time.Time{}, s.Delete(ctx, path)
 	}
-	if err := h.client.Revoke(ctx, token, oauthclient.HintRefreshToken); err != nil && !revocationIsFinal(err) {
+	err = h.client.Revoke(ctx, token, oauthclient.HintRefreshToken)
+	if errors.Is(err, oauthclient.ErrRevokesWholeGrant) {
+		// Revoking it would end the authorization that replaced it too.
+		b.logger.Warn("replaced refresh token not revoked: the provider revokes refresh tokens only with the whole authorization", "grant", t.Grant, "provider", t.Provider)
+	}
+	if err != nil && !revocationIsFinal(err) {
 		t.Attempts++
 		t.NextAttempt = b.now().Add(retryBackoff(t.Attempts, interval)).UTC()
 		unlock := b.recordLocks.Lock(path)

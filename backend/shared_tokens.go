@@ -32,6 +32,8 @@ type sharedToken struct {
 	Revocation    string    `json:"revocation"`
 	Fingerprint   string    `json:"fingerprint"`
 	Leases        int64     `json:"leases"`
+	// Fields are the provider's response_fields of the token response.
+	Fields map[string]string `json:"fields,omitempty"`
 
 	// plain is a new token not yet sealed: flush seals it under the
 	// current key as it stores it.
@@ -278,6 +280,7 @@ func (b *backend) reuseCurrentLocked(ctx context.Context, s logical.Storage, rol
 		Scopes:        cur.Scopes,
 		ScopeReturned: cur.ScopeReturned,
 		Expiry:        cur.Expiry,
+		Fields:        cur.Fields,
 	}
 	return it, nil
 }
@@ -296,6 +299,7 @@ func (st *sharedState) addLocked(role *roleEntry, it *issuedToken) {
 		Revocation:    it.revocation,
 		Fingerprint:   role.fingerprint(),
 		Leases:        1,
+		Fields:        it.token.Fields,
 	}
 	if it.grant != nil {
 		t.GrantID = it.grant.ID

@@ -81,7 +81,7 @@ func upstreamError(provider string, err error, scopes []string) error {
 // revocationIsFinal says whether a failed revocation can never succeed on
 // retry: the server does not support revoking that token type.
 func revocationIsFinal(err error) bool {
-	return errors.Is(err, oauthclient.ErrNoRevocationEndpoint) ||
+	return errors.Is(err, oauthclient.ErrNoRevocationEndpoint) || errors.Is(err, oauthclient.ErrRevokesWholeGrant) ||
 		oauthclient.HasCode(err, oauthclient.ErrCodeUnsupportedTokenType)
 }
 

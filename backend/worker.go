@@ -300,6 +300,9 @@ func (w *backgroundWorker) handleDue(ctx context.Context, s logical.Storage, ent
 		return time.Time{}, err
 	}
 	refresh := g.KeepAlive > 0 && !now.Before(orCreated(g.LastRefreshAt, g).Add(g.KeepAlive))
+	if renew := g.renewDue(); !renew.IsZero() && !now.Before(renew) {
+		refresh = true
+	}
 	unlock()
 
 	if refresh {
