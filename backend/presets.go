@@ -97,6 +97,9 @@ func presetNamed(name string) (preset, bool) {
 			revocation: oauthclient.RevokeNone,
 			scopes:     []string{"offline_access"},
 			tenant:     "common",
+			// MFA or Conditional Access now needs the user: the grant
+			// cannot refresh again until it is re-authorized.
+			invalidGrantErrors: []string{"interaction_required"},
 		}, true
 	case "slack":
 		return preset{

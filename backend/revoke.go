@@ -76,6 +76,9 @@ func (b *backend) revokeGrantUpstream(ctx context.Context, s logical.Storage, g 
 		g.recordError(err.Error())
 		if perr := b.storeGrant(ctx, s, g); perr != nil {
 			b.logger.Warn("recording revocation error failed", "grant", g.Name, "error", perr)
+			if g.newRefreshToken != "" {
+				b.keepUnsaved(g)
+			}
 		}
 		return nil, err
 	}
@@ -100,7 +103,13 @@ func (b *backend) revokeGrantUpstream(ctx context.Context, s logical.Storage, g 
 		if err != nil {
 			return fail(fmt.Errorf("unsealing refresh token: %w", err))
 		}
-		if err := h.client.RevokeGrant(ctx, refreshToken); err != nil {
+		replacement, err := h.client.RevokeGrant(ctx, refreshToken)
+		if replacement != "" && replacement != refreshToken {
+			// The revocation refreshed first (GitHub, Slack) and then
+			// failed: the rotated token is the grant now; the retry needs it.
+			g.newRefreshToken = replacement
+		}
+		if err != nil {
 			if !revocationIsFinal(err) {
 				return fail(upstreamError(g.Provider, err, nil))
 			}

@@ -82,8 +82,8 @@ func TestGitHubRevocation(t *testing.T) {
 		t.Fatalf("refresh token revocation: %v, want ErrRevokesWholeGrant", err)
 	}
 	// The grant: a refresh for an access token, then DELETE .../grant.
-	if err := c.RevokeGrant(ctx, "ghr_live"); err != nil {
-		t.Fatal(err)
+	if replacement, err := c.RevokeGrant(ctx, "ghr_live"); err != nil || replacement != "" {
+		t.Fatal(replacement, err)
 	}
 	calls := s.calls()
 	if len(calls) != 4 {
@@ -122,7 +122,7 @@ func TestGitHubRevokeGrantOfDeadGrantSucceeds(t *testing.T) {
 	if !strings.Contains(err.Error(), `"bad_refresh_verification_code"`) {
 		t.Errorf("the message hides the provider's code: %s", err)
 	}
-	if err := c.RevokeGrant(context.Background(), "ghr_dead"); err != nil {
+	if _, err := c.RevokeGrant(context.Background(), "ghr_dead"); err != nil {
 		t.Fatalf("revoking a dead grant: %v", err)
 	}
 	if n := len(s.calls()); n != 2 {
@@ -167,7 +167,7 @@ func TestSlackRevocation(t *testing.T) {
 	if !HasCode(err, "ratelimited") || strings.Contains(err.Error(), "xoxe.xoxp-busy") {
 		t.Fatalf("ok:false must be an error without the token: %v", err)
 	}
-	if err := c.RevokeGrant(ctx, "xoxe-1-live"); err != nil {
+	if _, err := c.RevokeGrant(ctx, "xoxe-1-live"); err != nil {
 		t.Fatal(err)
 	}
 	calls := s.calls()
@@ -194,7 +194,7 @@ func TestNoRevocationStyle(t *testing.T) {
 	if err := c.Revoke(context.Background(), "at", HintAccessToken); !errors.Is(err, ErrNoRevocationEndpoint) {
 		t.Fatalf("Revoke = %v", err)
 	}
-	if err := c.RevokeGrant(context.Background(), "rt"); !errors.Is(err, ErrNoRevocationEndpoint) {
+	if _, err := c.RevokeGrant(context.Background(), "rt"); !errors.Is(err, ErrNoRevocationEndpoint) {
 		t.Fatalf("RevokeGrant = %v", err)
 	}
 	if n := len(s.calls()); n != 0 {
@@ -278,5 +278,31 @@ func TestLifetimesAndFields(t *testing.T) {
 				t.Error("the refresh token was kept as a field")
 			}
 		})
+	}
+}
+
+// A grant revocation that refreshed and then failed hands back the rotated
+// refresh token: the old one is dead, and a retry with it would take the
+// authorization for revoked while it lives on.
+func TestRevokeGrantFailureKeepsTheRotatedToken(t *testing.T) {
+	s := &styleServer{answer: func(w http.ResponseWriter, r *http.Request, _ string) {
+		if r.URL.Path == "/token" {
+			w.Header().Set("Content-Type", "application/json")
+			w.Write([]byte(`{"access_token":"ghu_fresh","expires_in":28800,"refresh_token":"ghr_next"}`))
+			return
+		}
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}}
+	srv := s.start(t)
+	c := newTestClient(t, srv, ClientSecretPost, func(c *Config) {
+		c.Revocation = RevokeGitHub
+		c.Endpoints.Revocation = srv.URL + "/applications/cid/token"
+	})
+	replacement, err := c.RevokeGrant(context.Background(), "ghr_live")
+	if err == nil || replacement != "ghr_next" {
+		t.Fatalf("RevokeGrant = %q, %v; want the rotated token and the error", replacement, err)
+	}
+	if strings.Contains(err.Error(), "ghr_") || strings.Contains(err.Error(), "ghu_") {
+		t.Fatalf("error carries a token: %v", err)
 	}
 }

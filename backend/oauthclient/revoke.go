@@ -70,28 +70,35 @@ func (c *Client) Revoke(ctx context.Context, token, hint string) error {
 }
 
 // RevokeGrant ends the authorization behind refreshToken: the refresh
-// token and, where the server cascades, its access tokens.
-func (c *Client) RevokeGrant(ctx context.Context, refreshToken string) error {
+// token and, where the server cascades, its access tokens. With the
+// GitHub and Slack styles it refreshes first; if the revocation then
+// fails, replacement is the rotated refresh token that now stands for the
+// grant: the caller must keep it for the retry, or the retry would find
+// the old one dead and take the authorization for revoked.
+func (c *Client) RevokeGrant(ctx context.Context, refreshToken string) (replacement string, err error) {
 	switch c.cfg.Revocation {
 	case RevokeGitHub, RevokeSlack:
 		if c.cfg.Endpoints.Revocation == "" {
-			return ErrNoRevocationEndpoint
+			return "", ErrNoRevocationEndpoint
 		}
 		// Only an access token can name the authorization to these APIs.
 		tok, err := c.Refresh(ctx, refreshToken, TokenOptions{})
 		if IsInvalidGrant(err) {
-			return nil // already dead
+			return "", nil // already dead
 		}
 		if err != nil {
-			return err
+			return "", err
 		}
 		target := c.cfg.Endpoints.Revocation
 		if c.cfg.Revocation == RevokeGitHub {
 			target = strings.TrimSuffix(target, "/token") + "/grant"
 		}
-		return c.revokeAccessToken(ctx, target, tok.AccessToken)
+		if err := c.revokeAccessToken(ctx, target, tok.AccessToken); err != nil {
+			return tok.RefreshToken, err
+		}
+		return "", nil
 	}
-	return c.Revoke(ctx, refreshToken, HintRefreshToken)
+	return "", c.Revoke(ctx, refreshToken, HintRefreshToken)
 }
 
 // revokeAccessToken is the GitHub or Slack call that revokes one access
