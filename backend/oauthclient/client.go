@@ -189,6 +189,10 @@ func (c *Client) Exchange(ctx context.Context, subjectToken, subjectTokenType st
 		"grant_type":         {"urn:ietf:params:oauth:grant-type:token-exchange"},
 		"subject_token":      {subjectToken},
 		"subject_token_type": {subjectTokenType},
+		// Ask for an access token only: a server that defaults to a
+		// refresh token (zitadel's) would leave one alive upstream that
+		// nothing holds or revokes.
+		"requested_token_type": {TokenTypeAccessToken},
 	}
 	opts.apply(form)
 	return c.token(ctx, form, subjectToken)
