@@ -54,7 +54,7 @@ func presetNamed(name string) (preset, bool) {
 			revocation: oauthclient.RevokeGitHub,
 			// Tokens of OAuth apps without expiration carry no expires_in.
 			defaultTokenTTL:    8 * time.Hour,
-			invalidGrantErrors: []string{"bad_refresh_verification_code", "bad_verification_code", "expired_token"},
+			invalidGrantErrors: []string{"bad_refresh_token", "bad_refresh_verification_code", "bad_verification_code"},
 		}, true
 	case "gitlab":
 		return preset{
