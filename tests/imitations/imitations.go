@@ -169,7 +169,6 @@ type authCode struct {
 	redirectURI string // as sent in the authorization request ("" if none)
 	challenge   string
 	method      string
-	state       string
 	used        bool
 	expires     time.Time
 	extra       map[string]string
