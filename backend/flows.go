@@ -412,7 +412,9 @@ func (b *backend) pollDevice(ctx context.Context, s logical.Storage, key string,
 	case oauthclient.HasCode(err, oauthclient.ErrCodeSlowDown):
 		// RFC 8628 §3.5, within the client's bound on intervals.
 		p.Interval = min(p.Interval+5, int64(oauthclient.MaxDeviceInterval/time.Second))
-	case oauthclient.HasCode(err, oauthclient.ErrCodeAccessDenied), oauthclient.HasCode(err, oauthclient.ErrCodeExpiredToken):
+	case oauthclient.HasCode(err, oauthclient.ErrCodeAccessDenied), oauthclient.HasCode(err, oauthclient.ErrCodeExpiredToken),
+		// Entra ID's word for access_denied; GitHub's for an expired code.
+		oauthclient.HasCode(err, "authorization_declined"), oauthclient.HasCode(err, "expired_token"), oauthclient.HasCode(err, "bad_verification_code"):
 		if done, _ := b.consumePending(ctx, s, key); done != nil {
 			b.failFlow(ctx, s, p, "the device authorization was denied or expired upstream; start it again")
 		}

@@ -110,6 +110,16 @@ func pathProviders(b *backend) []*framework.Path {
 			Type:        framework.TypeCommaStringSlice,
 			Description: "The provider's own error codes that mean the grant is dead, as invalid_grant does (GitHub's bad_refresh_verification_code, Slack's invalid_refresh_token).",
 		},
+		"scope_delimiter": {
+			Type:          framework.TypeString,
+			Description:   "How scopes are joined in authorization and token requests: space (RFC 6749, default) or comma (Slack). Scopes in responses are split on both.",
+			AllowedValues: []any{scopeDelimiterSpace, scopeDelimiterComma},
+		},
+		"token_request_format": {
+			Type:          framework.TypeString,
+			Description:   "How token requests are sent: form (RFC 6749, default) or json (Atlassian documents JSON bodies).",
+			AllowedValues: []any{tokenRequestForm, tokenRequestJSON},
+		},
 		"rebind_grants": {
 			Type:        framework.TypeBool,
 			Description: "On update: accept a change of issuer, token_url, revocation_url, introspection_url or ca_pem while grants depend on the provider, and mark every such grant invalid (re-authorization needed).",
@@ -210,6 +220,8 @@ func providerData(p *providerEntry) map[string]any {
 		"default_token_ttl":        int64(p.DefaultTokenTTL.Seconds()),
 		"response_fields":          nonNil(p.ResponseFields),
 		"invalid_grant_errors":     nonNil(p.InvalidGrantErrors),
+		"scope_delimiter":          p.scopeDelimiter(),
+		"token_request_format":     p.tokenRequestFormat(),
 	}
 }
 
@@ -448,6 +460,12 @@ func applyBehaviourFields(p *providerEntry, d *framework.FieldData) *logical.Res
 			}
 		}
 		p.ResponseFields = fields
+	}
+	if v, ok := d.GetOk("scope_delimiter"); ok {
+		p.ScopeDelimiter = v.(string)
+	}
+	if v, ok := d.GetOk("token_request_format"); ok {
+		p.TokenRequestFormat = v.(string)
 	}
 	if v, ok := d.GetOk("invalid_grant_errors"); ok {
 		codes := normalizeScopes(v.([]string))

@@ -24,6 +24,10 @@ type preset struct {
 	defaultTokenTTL    time.Duration
 	responseFields     []string
 	invalidGrantErrors []string
+	// scopeDelimiter is "comma" where the provider joins scopes with
+	// commas; jsonRequests where its token endpoint documents JSON bodies.
+	scopeDelimiter string
+	jsonRequests   bool
 	// tenant is the default of the tenant field; "" when the preset has
 	// none.
 	tenant string
@@ -62,7 +66,8 @@ func presetNamed(name string) (preset, bool) {
 				Authorization: "https://gitlab.com/oauth/authorize",
 				Token:         "https://gitlab.com/oauth/token",
 				Revocation:    "https://gitlab.com/oauth/revoke",
-				Introspection: "https://gitlab.com/oauth/introspect",
+				// GitLab documents no RFC 7662 endpoint (only its own
+				// /oauth/token/info).
 			},
 			clientAuth: oauthclient.ClientSecretPost,
 			revocation: oauthclient.RevokeRFC7009,
@@ -113,6 +118,7 @@ func presetNamed(name string) (preset, bool) {
 			revocationCascades: true,
 			responseFields:     []string{"team.id", "team.name", "enterprise.id", "authed_user.id"},
 			invalidGrantErrors: []string{"invalid_refresh_token"},
+			scopeDelimiter:     scopeDelimiterComma,
 		}, true
 	case "atlassian":
 		return preset{
@@ -120,10 +126,11 @@ func presetNamed(name string) (preset, bool) {
 				Authorization: "https://auth.atlassian.com/authorize",
 				Token:         "https://auth.atlassian.com/oauth/token",
 			},
-			clientAuth: oauthclient.ClientSecretPost,
-			revocation: oauthclient.RevokeNone,
-			scopes:     []string{"offline_access"},
-			authParams: map[string]string{"audience": "api.atlassian.com", "prompt": "consent"},
+			clientAuth:   oauthclient.ClientSecretPost,
+			revocation:   oauthclient.RevokeNone,
+			scopes:       []string{"offline_access"},
+			authParams:   map[string]string{"audience": "api.atlassian.com", "prompt": "consent"},
+			jsonRequests: true,
 		}, true
 	case "salesforce":
 		return preset{
@@ -159,7 +166,7 @@ func presetFields() []string {
 	return []string{
 		"token_url", "authorization_url", "revocation_url", "introspection_url", "device_authorization_url",
 		"client_auth", "revocation_style", "revocation_cascades", "scopes", "auth_params",
-		"default_token_ttl", "response_fields", "invalid_grant_errors", "tenant",
+		"default_token_ttl", "response_fields", "invalid_grant_errors", "scope_delimiter", "token_request_format", "tenant",
 	}
 }
 
@@ -206,6 +213,13 @@ func applyPreset(p *providerEntry, ps preset, explicit func(field string) bool) 
 			p.ResponseFields = ps.responseFields
 		case "invalid_grant_errors":
 			p.InvalidGrantErrors = ps.invalidGrantErrors
+		case "scope_delimiter":
+			p.ScopeDelimiter = ps.scopeDelimiter
+		case "token_request_format":
+			p.TokenRequestFormat = ""
+			if ps.jsonRequests {
+				p.TokenRequestFormat = tokenRequestJSON
+			}
 		case "tenant":
 			set = ps.tenant != ""
 		}

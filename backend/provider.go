@@ -67,6 +67,33 @@ type providerEntry struct {
 	// InvalidGrantErrors are the provider's own error codes that mean the
 	// grant is dead, as invalid_grant does.
 	InvalidGrantErrors []string `json:"invalid_grant_errors,omitempty"`
+	// ScopeDelimiter is how scopes are joined in requests: "space" (""),
+	// or "comma" (Slack).
+	ScopeDelimiter string `json:"scope_delimiter,omitempty"`
+	// TokenRequestFormat is "form" ("") or "json" (Atlassian).
+	TokenRequestFormat string `json:"token_request_format,omitempty"`
+}
+
+// Values of scope_delimiter and token_request_format.
+const (
+	scopeDelimiterSpace = "space"
+	scopeDelimiterComma = "comma"
+	tokenRequestForm    = "form"
+	tokenRequestJSON    = "json"
+)
+
+func (p *providerEntry) scopeDelimiter() string {
+	if p.ScopeDelimiter == "" {
+		return scopeDelimiterSpace
+	}
+	return p.ScopeDelimiter
+}
+
+func (p *providerEntry) tokenRequestFormat() string {
+	if p.TokenRequestFormat == "" {
+		return tokenRequestForm
+	}
+	return p.TokenRequestFormat
 }
 
 func (p *providerEntry) revocationStyle() oauthclient.RevocationStyle {
@@ -412,6 +439,10 @@ func (b *backend) provider(ctx context.Context, s logical.Storage, name string) 
 		DefaultLifetime:   p.DefaultTokenTTL,
 		InvalidGrantCodes: p.InvalidGrantErrors,
 		ResponseFields:    p.ResponseFields,
+		JSONRequests:      p.tokenRequestFormat() == tokenRequestJSON,
+	}
+	if p.scopeDelimiter() == scopeDelimiterComma {
+		oc.ScopeDelimiter = ","
 	}
 	for k, v := range p.TokenParams {
 		oc.TokenParams.Set(k, v)

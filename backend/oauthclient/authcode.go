@@ -14,9 +14,11 @@ func (c *Client) AuthCodeURL(redirectURI, state, codeVerifier string, scopes []s
 		ClientID:    c.cfg.ClientID,
 		Endpoint:    oauth2.Endpoint{AuthURL: c.cfg.Endpoints.Authorization},
 		RedirectURL: redirectURI,
-		Scopes:      scopes,
 	}
 	opts := []oauth2.AuthCodeOption{oauth2.S256ChallengeOption(codeVerifier)}
+	if len(scopes) > 0 {
+		opts = append(opts, oauth2.SetAuthURLParam("scope", c.joinScopes(scopes)))
+	}
 	for k, v := range extra {
 		opts = append(opts, oauth2.SetAuthURLParam(k, v))
 	}

@@ -67,6 +67,26 @@ type Config struct {
 	// ResponseFields are token response fields kept in Token.Fields, by
 	// name or dotted path into a JSON object ("team.id").
 	ResponseFields []string
+	// ScopeDelimiter joins scopes in requests: " " (RFC 6749, the
+	// default) or "," (Slack).
+	ScopeDelimiter string
+	// JSONRequests sends token requests as a JSON object instead of a
+	// form (Atlassian documents only JSON).
+	JSONRequests bool
+}
+
+// joinScopes writes scopes as the server expects them.
+func (c *Client) joinScopes(scopes []string) string {
+	if c.cfg.ScopeDelimiter == "," {
+		return strings.Join(scopes, ",")
+	}
+	return strings.Join(scopes, " ")
+}
+
+// splitScopes reads a scope string: RFC 6749 separates with spaces,
+// GitHub and Slack with commas. No real scope name has either.
+func splitScopes(s string) []string {
+	return strings.FieldsFunc(s, func(r rune) bool { return r == ',' || r == ' ' || r == '\t' || r == '\n' || r == '\r' })
 }
 
 // Client talks to one authorization server as one client. It is safe for
@@ -139,9 +159,9 @@ type TokenOptions struct {
 	Resource []string // RFC 8707
 }
 
-func (o TokenOptions) apply(form url.Values) {
+func (c *Client) apply(o TokenOptions, form url.Values) {
 	if len(o.Scopes) > 0 {
-		form.Set("scope", strings.Join(o.Scopes, " "))
+		form.Set("scope", c.joinScopes(o.Scopes))
 	}
 	for _, a := range o.Audience {
 		form.Add("audience", a)
@@ -157,14 +177,14 @@ func (o TokenOptions) apply(form url.Values) {
 // caller decides, so a rotation is never confused with a reuse.
 func (c *Client) Refresh(ctx context.Context, refreshToken string, opts TokenOptions) (*Token, error) {
 	form := url.Values{"grant_type": {"refresh_token"}, "refresh_token": {refreshToken}}
-	opts.apply(form)
+	c.apply(opts, form)
 	return c.token(ctx, form, refreshToken)
 }
 
 // ClientCredentials asks for a token for the client itself (RFC 6749 §4.4).
 func (c *Client) ClientCredentials(ctx context.Context, opts TokenOptions) (*Token, error) {
 	form := url.Values{"grant_type": {"client_credentials"}}
-	opts.apply(form)
+	c.apply(opts, form)
 	return c.token(ctx, form)
 }
 
@@ -194,7 +214,7 @@ func (c *Client) Exchange(ctx context.Context, subjectToken, subjectTokenType st
 		// nothing holds or revokes.
 		"requested_token_type": {TokenTypeAccessToken},
 	}
-	opts.apply(form)
+	c.apply(opts, form)
 	return c.token(ctx, form, subjectToken)
 }
 
@@ -254,12 +274,16 @@ func (c *Client) post(ctx context.Context, endpoint, target string, form url.Val
 	}
 	// A fresh slice: the caller's must not grow.
 	secrets = append(append(append([]string(nil), secrets...), authSecrets...), c.cfg.ClientSecret)
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, target, strings.NewReader(form.Encode()))
+	reqBody, reqType := form.Encode(), "application/x-www-form-urlencoded"
+	if c.cfg.JSONRequests && endpoint == "token" {
+		reqBody, reqType = jsonBody(form), "application/json"
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, target, strings.NewReader(reqBody))
 	if err != nil {
 		return nil, &Error{Endpoint: endpoint, Err: transportError(err, secrets)}
 	}
 	req.Header = header
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Content-Type", reqType)
 	req.Header.Set("Accept", "application/json")
 	resp, data, err := c.do(req, secrets)
 	if err != nil {
@@ -301,6 +325,20 @@ func (c *Client) do(req *http.Request, secrets []string) (*http.Response, []byte
 		return resp, nil, transportError(err, secrets)
 	}
 	return resp, data, nil
+}
+
+// jsonBody is form as a JSON object; a repeated parameter becomes an array.
+func jsonBody(form url.Values) string {
+	obj := make(map[string]any, len(form))
+	for k, vs := range form {
+		if len(vs) == 1 {
+			obj[k] = vs[0]
+		} else {
+			obj[k] = vs
+		}
+	}
+	b, _ := json.Marshal(obj)
+	return string(b)
 }
 
 // authenticate adds the client's credentials to the request and returns the
@@ -367,6 +405,7 @@ func parseTokenResponse(data []byte, contentType string, fields []string) (*Toke
 		RefreshToken    string          `json:"refresh_token"`
 		ExpiresIn       json.RawMessage `json:"expires_in"`
 		Scope           *string         `json:"scope"`
+		Scopes          json.RawMessage `json:"scopes"` // Bitbucket's name
 		IssuedTokenType string          `json:"issued_token_type"`
 		IDToken         string          `json:"id_token"`
 		RefreshExpires  json.RawMessage `json:"refresh_token_expires_in"`
@@ -431,9 +470,13 @@ func parseTokenResponse(data []byte, contentType string, fields []string) (*Toke
 	if tok.TokenType == "" {
 		tok.TokenType = "Bearer"
 	}
+	var scopes string
+	if raw.Scope == nil && json.Unmarshal(raw.Scopes, &scopes) == nil {
+		raw.Scope = &scopes
+	}
 	if raw.Scope != nil {
 		tok.ScopeReturned = true
-		tok.Scopes = strings.Fields(*raw.Scope)
+		tok.Scopes = splitScopes(*raw.Scope)
 	}
 	if expiresIn > 0 {
 		tok.lifetime = expiresIn

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"net/url"
-	"strings"
 	"time"
 )
 
@@ -43,7 +42,7 @@ func (c *Client) StartDevice(ctx context.Context, scopes []string) (*DeviceAutho
 	}
 	form := url.Values{}
 	if len(scopes) > 0 {
-		form.Set("scope", strings.Join(scopes, " "))
+		form.Set("scope", c.joinScopes(scopes))
 	}
 	body, err := c.post(ctx, "device_authorization", c.cfg.Endpoints.DeviceAuthorization, form, nil)
 	if err != nil {

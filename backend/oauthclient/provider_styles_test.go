@@ -306,3 +306,54 @@ func TestRevokeGrantFailureKeepsTheRotatedToken(t *testing.T) {
 		t.Fatalf("error carries a token: %v", err)
 	}
 }
+
+func TestScopeDelimiterJSONRequestsAndScopesField(t *testing.T) {
+	var reply string
+	s := &styleServer{answer: func(w http.ResponseWriter, _ *http.Request, _ string) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Write([]byte(reply))
+	}}
+	srv := s.start(t)
+	slack := newTestClient(t, srv, ClientSecretPost, func(c *Config) { c.ScopeDelimiter = "," })
+	reply = `{"ok":true,"access_token":"xoxe.xoxb-1","scope":"chat:write,channels:read"}`
+	tok, err := slack.Refresh(context.Background(), "xoxe-1-rt", TokenOptions{Scopes: []string{"chat:write", "channels:read"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(tok.Scopes, " "); got != "chat:write channels:read" {
+		t.Errorf("comma-separated scope read as %q", tok.Scopes)
+	}
+	if body := s.calls()[0].body; !strings.Contains(body, "scope=chat%3Awrite%2Cchannels%3Aread") {
+		t.Errorf("scopes not joined with commas: %s", body)
+	}
+	if u := slack.AuthCodeURL("https://vault.example.com/cb", "st", strings.Repeat("v", 43), []string{"a", "b"}, nil); !strings.Contains(u, "scope=a%2Cb") {
+		t.Errorf("authorization URL scope: %s", u)
+	}
+
+	// Atlassian: a JSON token request, the client's credentials inside.
+	atlassian := newTestClient(t, srv, ClientSecretPost, func(c *Config) { c.JSONRequests = true })
+	reply = `{"access_token":"at","expires_in":3600,"scope":"read:jira-work offline_access"}`
+	if _, err := atlassian.Refresh(context.Background(), "rt-1", TokenOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	var sent map[string]string
+	if err := json.Unmarshal([]byte(s.calls()[1].body), &sent); err != nil {
+		t.Fatalf("token request is not JSON: %s", s.calls()[1].body)
+	}
+	if sent["grant_type"] != "refresh_token" || sent["refresh_token"] != "rt-1" || sent["client_id"] == "" || sent["client_secret"] == "" {
+		t.Errorf("JSON token request = %v", sent)
+	}
+
+	// Bitbucket names its scopes "scopes".
+	plain := newTestClient(t, srv, ClientSecretBasic)
+	reply = `{"access_token":"at","scopes":"account repository","expires_in":7200,"state":"refresh_token"}`
+	tok, err = plain.Refresh(context.Background(), "rt", TokenOptions{})
+	if err != nil || !tok.ScopeReturned || strings.Join(tok.Scopes, " ") != "account repository" {
+		t.Fatalf("bitbucket scopes = %v (%v)", tok, err)
+	}
+	// An array there is not a scope string and does not break the parse.
+	reply = `{"access_token":"at","scopes":["a"]}`
+	if tok, err = plain.Refresh(context.Background(), "rt", TokenOptions{}); err != nil || tok.ScopeReturned {
+		t.Fatalf("array scopes: %v %v", tok, err)
+	}
+}

@@ -252,6 +252,10 @@ func TestBadInputMatrix(t *testing.T) {
 	add(spec{coll: "providers", field: "response_fields", kind: "list", base: provBase, create: true, update: true,
 		extra: []input{{`"refresh_token" (a credential)`, "refresh_token"}, {`"authed_user.access_token" (a credential)`, "authed_user.access_token"},
 			{`"access_token" (a creds field)`, "access_token"}}})
+	add(spec{coll: "providers", field: "scope_delimiter", kind: "enum", base: provBase, create: true, update: true,
+		extra: []input{{`"semicolon"`, "semicolon"}, {`""`, ""}}})
+	add(spec{coll: "providers", field: "token_request_format", kind: "enum", base: provBase, create: true, update: true,
+		extra: []input{{`"xml"`, "xml"}, {`""`, ""}}})
 	add(spec{coll: "providers", field: "invalid_grant_errors", kind: "list", base: provBase, create: true, update: true,
 		extra: []input{{`"bad/code"`, "bad/code"}}})
 

@@ -56,7 +56,8 @@ func TestOpenAPIAndPathHelpAreComplete(t *testing.T) {
 			"issuer", "token_url", "authorization_url", "revocation_url", "introspection_url", "device_authorization_url",
 			"client_id", "client_secret", "client_auth", "client_private_key", "client_key_id", "scopes", "token_params",
 			"revocation_cascades", "ca_pem", "timeout", "response_mode", "allowed_audiences", "preset", "tenant",
-			"revocation_style", "auth_params", "default_token_ttl", "response_fields", "invalid_grant_errors", "rebind_grants"}},
+			"revocation_style", "auth_params", "default_token_ttl", "response_fields", "invalid_grant_errors",
+			"scope_delimiter", "token_request_format", "rebind_grants"}},
 		"/oauth/providers/": {[]string{"get"}, nil},
 		"/oauth/grants/{name}": {[]string{"get", "post", "delete"}, []string{
 			"provider", "refresh_token", "code", "redirect_uri", "code_verifier", "scopes", "max_age", "idle_timeout",

@@ -3,7 +3,9 @@ package e2e
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
+	"sort"
 	"strings"
 	"testing"
 
@@ -27,6 +29,8 @@ type presetCase struct {
 	fields []string
 	// scopes to authorize, where the provider requires some.
 	scopes string
+	// mode is the imitation's variant (imitations.Options.Mode).
+	mode string
 }
 
 // TestPresetCycles runs each preset through the real Vault against a wire
@@ -43,8 +47,10 @@ func TestPresetCycles(t *testing.T) {
 		{name: "gitlab", grantRevokes: true},
 		{name: "google", grantRevokes: true, scopes: "openid,email"},
 		{name: "microsoft"},
-		{name: "slack", grantRevokes: true, fields: []string{"team_id", "team_name"}, scopes: "chat:write"},
-		{name: "atlassian"},
+		// Slack joins scopes with commas, in requests and responses.
+		{name: "slack", grantRevokes: true, fields: []string{"team_id", "team_name"}, scopes: "chat:write,channels:read"},
+		// Only the JSON token requests Atlassian documents are accepted.
+		{name: "atlassian", mode: "json-only"},
 		{name: "salesforce", leaseRevokes: true, grantRevokes: true, fields: []string{"instance_url", "id"}},
 		{name: "bitbucket"},
 	}
@@ -57,7 +63,7 @@ func TestPresetCycles(t *testing.T) {
 }
 
 func presetCycle(t *testing.T, v *harness.Vault, callback string, pc presetCase) {
-	im := imitations.Start(t, pc.name, imitations.Options{RedirectURI: callback})
+	im := imitations.Start(t, pc.name, imitations.Options{RedirectURI: callback, Mode: pc.mode})
 	ep := im.Endpoints()
 	provider, grant, role := "p-"+pc.name, "g-"+pc.name, "r-"+pc.name
 	// The preset's behaviour, the imitation's addresses.
@@ -101,6 +107,11 @@ func presetCycle(t *testing.T, v *harness.Vault, callback string, pc presetCase)
 	token, _ := s["access_token"].(string)
 	if token == "" || !im.AccessTokenActive(token) {
 		t.Fatalf("creds gave an access token the provider does not accept: %v", s["revocation"])
+	}
+	if pc.scopes != "" {
+		if got := fmt.Sprint(s["scopes"]); got != "["+strings.ReplaceAll(sortedList(pc.scopes), ",", " ")+"]" {
+			t.Errorf("creds scopes = %s, want those authorized (%s)", got, pc.scopes)
+		}
 	}
 	for _, f := range pc.fields {
 		if !nonEmpty(s[f]) {
@@ -181,4 +192,11 @@ func httpStatus(err error) int {
 		return -1
 	}
 	return re.StatusCode
+}
+
+// sortedList sorts a comma-separated list.
+func sortedList(list string) string {
+	items := strings.Split(list, ",")
+	sort.Strings(items)
+	return strings.Join(items, ",")
 }
