@@ -175,7 +175,12 @@ func watchAgent(t *testing.T, w agentWatch) {
 				l.gone = true
 				continue
 			}
-			l.renewable = s.Data["renewable"] == true
+			// Vault's lookup says renewable=false for a lease whose TTL has
+			// just run out and that is not yet revoked; a lease counts as
+			// renewable if any lookup while it lived said so.
+			if s.Data["renewable"] == true {
+				l.renewable = true
+			}
 			end, _ := time.Parse(time.RFC3339Nano, fmt.Sprint(s.Data["expire_time"]))
 			ttl, _ := s.Data["ttl"].(json.Number).Int64()
 			if k := len(l.ends); k == 0 || !l.ends[k-1].end.Equal(end) {
