@@ -81,6 +81,7 @@ type backend struct {
 
 	inflight   inflight
 	background *backgroundWorker
+	metrics    *engineMetrics
 }
 
 func newBackend(conf *logical.BackendConfig) *backend {
@@ -92,6 +93,7 @@ func newBackend(conf *logical.BackendConfig) *backend {
 		roles:     make(map[string]*roleEntry),
 		grants:    make(map[string]*grantEntry),
 		shared:    make(map[string]*sharedState),
+		metrics:   newEngineMetrics(),
 	}
 	b.background = newBackgroundWorker(b)
 	b.Backend = &framework.Backend{
@@ -107,7 +109,7 @@ func newBackend(conf *logical.BackendConfig) *backend {
 			pathGrants(b),
 			pathGrantFlows(b),
 			pathRoles(b),
-			[]*framework.Path{pathCreds(b), pathKeysRotate(b)},
+			[]*framework.Path{pathCreds(b), pathKeysRotate(b), pathMetrics(b)},
 			pathTidy(b),
 		)),
 		Secrets:        []*framework.Secret{secretAccessToken(b)},

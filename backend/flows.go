@@ -351,7 +351,7 @@ func (b *backend) completeGrant(ctx context.Context, s logical.Storage, p *pendi
 	if err != nil {
 		return nil, "", err
 	}
-	b.logger.Info("authorization completed", "grant", g.Name, "provider", p.Provider)
+	b.lifecycle(eventAuthorized, g, p.Kind+" flow completed")
 	if warning != "" {
 		b.logger.Warn("grant re-authorized by another upstream subject", "grant", g.Name, "provider", p.Provider)
 	}
@@ -569,6 +569,12 @@ func (b *backend) writeGrant(ctx context.Context, s logical.Storage, gw *grantWr
 	}
 	if err := b.saveGrantLocked(ctx, s, g); err != nil {
 		return nil, nil, err
+	}
+	switch {
+	case gw.code != "":
+		b.lifecycle(eventAuthorized, g, "authorization code exchanged")
+	case refreshToken != "":
+		b.lifecycle(eventAuthorized, g, "refresh token imported")
 	}
 	return g, warnings, nil
 }

@@ -233,9 +233,11 @@ func (b *backend) unusableError(g *grantEntry, now time.Time) error {
 			return fmt.Errorf("looking up owner entity of grant %q: %w", g.Name, err)
 		}
 		if entity == nil {
+			b.lifecycle(eventOwnerOffboarded, g, "owner entity no longer exists")
 			return logical.CodedError(http.StatusBadRequest, fmt.Sprintf("grant %q: owner entity %s no longer exists; re-authorization is needed", g.Name, g.OwnerEntityID))
 		}
 		if entity.Disabled {
+			b.lifecycle(eventOwnerOffboarded, g, "owner entity is disabled")
 			return logical.CodedError(http.StatusBadRequest, fmt.Sprintf("grant %q: owner entity %s is disabled; re-authorization is needed", g.Name, g.OwnerEntityID))
 		}
 	}
@@ -327,7 +329,9 @@ func (b *backend) loadGrantLocked(ctx context.Context, s logical.Storage, name s
 // grant index when its status changed, and keeps the cached copy current.
 // The caller holds the grant's lock.
 func (b *backend) storeGrant(ctx context.Context, s logical.Storage, g *grantEntry) error {
+	var events []string
 	if g.Indexed != g.Status {
+		events = statusEvents(g.Indexed, g)
 		if err := b.indexGrant(ctx, s, g); err != nil {
 			return err
 		}
@@ -345,6 +349,9 @@ func (b *backend) storeGrant(ctx context.Context, s logical.Storage, g *grantEnt
 		return fmt.Errorf("storing grant %q: %w", g.Name, err)
 	}
 	g.newRefreshToken = ""
+	for _, event := range events {
+		b.lifecycle(event, g, g.LastError)
+	}
 	b.cacheMu.Lock()
 	delete(b.unsaved, g.Name)
 	if _, ok := b.grants[g.Name]; ok {

@@ -42,6 +42,7 @@ func (b *backend) pathCredsRead(ctx context.Context, req *logical.Request, d *fr
 		return nil, err
 	}
 	it, err := b.issueCreds(ctx, req.Storage, role, cfg)
+	b.metrics.credsIssued.inc(role.Name, credsOutcome(it, err))
 	if err != nil {
 		return nil, err
 	}

@@ -440,6 +440,9 @@ func (b *backend) provider(ctx context.Context, s logical.Storage, name string) 
 		InvalidGrantCodes: p.InvalidGrantErrors,
 		ResponseFields:    p.ResponseFields,
 		JSONRequests:      p.tokenRequestFormat() == tokenRequestJSON,
+		Observe: func(endpoint string, took time.Duration) {
+			b.metrics.upstreamLatency.observe(took, name, endpoint)
+		},
 	}
 	if p.scopeDelimiter() == scopeDelimiterComma {
 		oc.ScopeDelimiter = ","

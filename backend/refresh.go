@@ -99,6 +99,16 @@ func (b *backend) refreshGrant(ctx context.Context, s logical.Storage, name stri
 	}
 
 	tok, err := h.client.Refresh(ctx, refreshToken, rr.opts)
+	b.metrics.refreshes.inc(g.Provider, refreshOutcome(err))
+	if interrupted {
+		outcome := "recovered"
+		if oauthclient.IsInvalidGrant(err) {
+			outcome = "lost"
+		}
+		if err == nil || outcome == "lost" {
+			b.metrics.interrupted.inc(g.Provider, outcome)
+		}
+	}
 	if err != nil {
 		return nil, b.refreshFailed(ctx, s, g, err, rr.opts.Scopes, interrupted)
 	}
@@ -107,6 +117,7 @@ func (b *backend) refreshGrant(ctx context.Context, s logical.Storage, name stri
 	if tok.RefreshToken != "" && tok.RefreshToken != refreshToken {
 		g.newRefreshToken = tok.RefreshToken
 		g.RotationCount++
+		b.metrics.rotations.inc(g.Provider)
 	}
 	if tok.RefreshToken != "" {
 		// A new refresh token comes with its own lifetime, or none known.
@@ -136,12 +147,16 @@ func (b *backend) refreshGrant(ctx context.Context, s logical.Storage, name stri
 	if acceptErr == nil && rr.countLease {
 		g.ActiveLeases++
 	}
+	rotated := g.newRefreshToken != ""
 	if err := b.storeRotation(ctx, s, g); err != nil {
 		if acceptErr == nil && rr.countLease {
 			g.ActiveLeases-- // no lease will hold this token
 		}
 		b.keepUnsaved(g)
 		return nil, err
+	}
+	if rotated {
+		b.lifecycle(eventRotated, g, map[bool]string{true: "keep_alive", false: "use"}[rr.keepAlive])
 	}
 	// A refused token comes back with the error so the caller can revoke it.
 	return &refreshed{token: tok, grant: g, provider: h}, acceptErr

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/vault/sdk/logical"
@@ -73,6 +74,8 @@ func (b *backend) rememberOutstanding(ctx context.Context, s logical.Storage, ow
 // keeps its status and last_error says why; the marker stays queued.
 func (b *backend) revokeGrantUpstream(ctx context.Context, s logical.Storage, g *grantEntry) (*logical.Response, error) {
 	fail := func(err error) (*logical.Response, error) {
+		b.metrics.grantRevocations.inc(g.Provider, "failed")
+		b.lifecycle(eventRevocationFailed, g, err.Error())
 		g.recordError(err.Error())
 		if perr := b.storeGrant(ctx, s, g); perr != nil {
 			b.logger.Warn("recording revocation error failed", "grant", g.Name, "error", perr)
@@ -121,10 +124,16 @@ func (b *backend) revokeGrantUpstream(ctx context.Context, s logical.Storage, g 
 			return fail(upstreamError(g.Provider, err, nil))
 		}
 	}
+	if len(warnings) > 0 {
+		b.metrics.grantRevocations.inc(g.Provider, "not_revocable")
+		b.lifecycle(eventNotRevocable, g, strings.Join(warnings, "; "))
+	} else {
+		b.metrics.grantRevocations.inc(g.Provider, "revoked")
+		b.lifecycle(eventRevoked, g, map[bool]string{true: "deleted", false: "expired"}[g.EraseAfterRevoke])
+	}
 	if err := b.finishRevocation(ctx, s, g); err != nil {
 		return nil, err
 	}
-	b.logger.Info("grant revoked upstream", "grant", g.Name, "provider", g.Provider, "erased", g.EraseAfterRevoke)
 	if len(warnings) == 0 {
 		return nil, nil
 	}

@@ -174,6 +174,7 @@ func (b *backend) secretAccessTokenRevoke(ctx context.Context, req *logical.Requ
 			err = b.releaseGrantLease(ctx, req.Storage, ld)
 		}
 	}
+	b.metrics.leaseRevocations.inc(ld.Provider, leaseEndOutcome(ld, err))
 	if errors.Is(err, logical.ErrUnrecoverable) {
 		return nil, logical.ErrUnrecoverable // unwrapped: gRPC matches it by identity
 	}

@@ -136,6 +136,13 @@ func (w *backgroundWorker) sweep(ctx context.Context, s logical.Storage) tidySta
 	st := tidyStatus{StartedAt: w.b.now().UTC()}
 	defer func() {
 		st.Duration = time.Since(st.StartedAt)
+		w.b.metrics.sweeps.inc()
+		w.b.metrics.sweepSeconds.add(st.Duration.Seconds())
+		for kind, n := range map[string]int{"due": st.DueChecked, "revocations": st.Attempted, "replaced": st.Replaced, "unsaved": st.Unsaved} {
+			if n > 0 {
+				w.b.metrics.sweepItems.add(float64(n), kind)
+			}
+		}
 		w.mu.Lock()
 		st.SweepsTotal = w.last.SweepsTotal + 1
 		w.last = st
@@ -303,10 +310,13 @@ func (w *backgroundWorker) handleDue(ctx context.Context, s logical.Storage, ent
 	if renew := g.renewDue(); !renew.IsZero() && !now.Before(renew) {
 		refresh = true
 	}
+	provider := g.Provider
 	unlock()
 
 	if refresh {
-		if err := b.keepAlive(ctx, s, name); err != nil {
+		err := b.keepAlive(ctx, s, name)
+		b.metrics.keepAlives.inc(provider, map[bool]string{true: "success", false: "failed"}[err == nil])
+		if err != nil {
 			b.logger.Warn("keep_alive refresh failed; will retry", "grant", name, "error", err)
 			return w.retryDue(ctx, s, name, entryPath)
 		}

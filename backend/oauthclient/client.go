@@ -73,6 +73,10 @@ type Config struct {
 	// JSONRequests sends token requests as a JSON object instead of a
 	// form (Atlassian documents only JSON).
 	JSONRequests bool
+	// Observe, when set, is told how long each call to an endpoint
+	// ("token", "revocation", "introspection", "device_authorization")
+	// took, whatever its outcome.
+	Observe func(endpoint string, took time.Duration)
 }
 
 // joinScopes writes scopes as the server expects them.
@@ -285,7 +289,7 @@ func (c *Client) post(ctx context.Context, endpoint, target string, form url.Val
 	req.Header = header
 	req.Header.Set("Content-Type", reqType)
 	req.Header.Set("Accept", "application/json")
-	resp, data, err := c.do(req, secrets)
+	resp, data, err := c.do(endpoint, req, secrets)
 	if err != nil {
 		e := &Error{Endpoint: endpoint, Err: err}
 		if resp != nil {
@@ -314,7 +318,11 @@ func (c *Client) post(ctx context.Context, endpoint, target string, form url.Val
 
 // do sends req and reads its bounded body. Its error is scrubbed of
 // secrets; resp is set when the failure came after the headers.
-func (c *Client) do(req *http.Request, secrets []string) (*http.Response, []byte, error) {
+func (c *Client) do(endpoint string, req *http.Request, secrets []string) (*http.Response, []byte, error) {
+	if c.cfg.Observe != nil {
+		start := time.Now()
+		defer func() { c.cfg.Observe(endpoint, time.Since(start)) }()
+	}
 	resp, err := c.cfg.HTTPClient.Do(req)
 	if err != nil {
 		return nil, nil, transportError(err, secrets)

@@ -129,7 +129,7 @@ func (c *Client) revokeAccessToken(ctx context.Context, target, token string) er
 	if err != nil {
 		return &Error{Endpoint: "revocation", Err: transportError(err, secrets)}
 	}
-	resp, data, err := c.do(req, secrets)
+	resp, data, err := c.do("revocation", req, secrets)
 	if err != nil {
 		return &Error{Endpoint: "revocation", Err: err}
 	}

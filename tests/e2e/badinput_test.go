@@ -479,6 +479,8 @@ func TestBadInputMatrix(t *testing.T) {
 	cases = append(cases,
 		&biCase{method: "GET", path: "creds/nosuch", field: "name", input: `"nosuch" (no such role)`, mode: "read", want: []string{"role", "nosuch"}},
 		&biCase{method: "POST", path: "creds/r", input: "write to a read-only path", mode: "op", body: map[string]any{"ttl": "1h"}},
+		&biCase{method: "GET", path: "metrics", field: "format", input: `"xml"`, mode: "read", query: url.Values{"format": {"xml"}}},
+		&biCase{method: "GET", path: "metrics", field: "format", input: "contains \\x1b", mode: "read", query: url.Values{"format": {"a\x1bb"}}},
 	)
 	// keys/rotate and tidy take no fields: malformed bodies, wrong method.
 	// config takes fields: the same bodies.

@@ -74,6 +74,7 @@ func TestOpenAPIAndPathHelpAreComplete(t *testing.T) {
 		"/oauth/keys/rotate":  {[]string{"post"}, nil},
 		"/oauth/tidy":         {[]string{"post"}, nil},
 		"/oauth/tidy/status":  {[]string{"get"}, nil},
+		"/oauth/metrics":      {[]string{"get"}, nil},
 	}
 	var problems []string
 	for path, w := range want {
@@ -129,7 +130,7 @@ func TestOpenAPIAndPathHelpAreComplete(t *testing.T) {
 
 	// path-help, as an operator types it.
 	for _, path := range []string{"oauth/config", "oauth/providers/p", "oauth/grants/g", "oauth/grants/g/authorize",
-		"oauth/grants/g/device", "oauth/callback", "oauth/roles/r", "oauth/creds/r", "oauth/keys/rotate", "oauth/tidy", "oauth/tidy/status"} {
+		"oauth/grants/g/device", "oauth/callback", "oauth/roles/r", "oauth/creds/r", "oauth/keys/rotate", "oauth/tidy", "oauth/tidy/status", "oauth/metrics"} {
 		out, err := v.CLI(t, "path-help", path)
 		if err != nil {
 			problems = append(problems, fmt.Sprintf("vault path-help %s: %v", path, err))
@@ -143,7 +144,7 @@ func TestOpenAPIAndPathHelpAreComplete(t *testing.T) {
 	for _, p := range problems {
 		t.Error(p)
 	}
-	t.Logf("%d paths checked in the OpenAPI document, %d path-help pages", len(want), 11)
+	t.Logf("%d paths checked in the OpenAPI document, %d path-help pages", len(want), 12)
 }
 
 type openAPIOp struct {
