@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/vault/api"
 
@@ -31,6 +32,12 @@ type presetCase struct {
 	scopes string
 	// mode is the imitation's variant (imitations.Options.Mode).
 	mode string
+	// tokenLife: the access token's lifetime the creds response must
+	// show (from expires_in, or the preset's default_token_ttl).
+	tokenLife time.Duration
+	// grantLife: the refresh token's own lifetime the grant's expires_at
+	// must show (refresh_token_expires_in); 0 when the provider sends none.
+	grantLife time.Duration
 }
 
 // TestPresetCycles runs each preset through the real Vault against a wire
@@ -43,7 +50,7 @@ func TestPresetCycles(t *testing.T) {
 	callback := v.Addr + "/v1/oauth/callback"
 	v.MustCLI(t, "write", "oauth/config", "redirect_uri="+callback, "upstream_timeout=5s")
 	cases := []presetCase{
-		{name: "github", leaseRevokes: true, grantRevokes: true},
+		{name: "github", leaseRevokes: true, grantRevokes: true, tokenLife: 8 * time.Hour, grantLife: 15897600 * time.Second},
 		{name: "gitlab", grantRevokes: true},
 		{name: "google", grantRevokes: true, scopes: "openid,email"},
 		{name: "microsoft"},
@@ -51,7 +58,8 @@ func TestPresetCycles(t *testing.T) {
 		{name: "slack", grantRevokes: true, fields: []string{"team_id", "team_name"}, scopes: "chat:write,channels:read"},
 		// Only the JSON token requests Atlassian documents are accepted.
 		{name: "atlassian", mode: "json-only"},
-		{name: "salesforce", leaseRevokes: true, grantRevokes: true, fields: []string{"instance_url", "id"}},
+		// No expires_in: the preset's two hours.
+		{name: "salesforce", leaseRevokes: true, grantRevokes: true, fields: []string{"instance_url", "id"}, tokenLife: 2 * time.Hour},
 		{name: "bitbucket"},
 	}
 	if len(cases) != len(imitations.Names) {
@@ -112,6 +120,21 @@ func presetCycle(t *testing.T, v *harness.Vault, callback string, pc presetCase)
 		if got := fmt.Sprint(s["scopes"]); got != "["+strings.ReplaceAll(sortedList(pc.scopes), ",", " ")+"]" {
 			t.Errorf("creds scopes = %s, want those authorized (%s)", got, pc.scopes)
 		}
+	}
+	if pc.tokenLife > 0 {
+		exp, err := time.Parse(time.RFC3339, fmt.Sprint(s["expires_at"]))
+		if left := time.Until(exp); err != nil || left > pc.tokenLife || left < pc.tokenLife-time.Minute {
+			t.Errorf("creds expires_at = %v, want %v from now", s["expires_at"], pc.tokenLife)
+		}
+	}
+	g := grantData(t, v, grant)
+	if pc.grantLife > 0 {
+		exp, err := time.Parse(time.RFC3339, fmt.Sprint(g["expires_at"]))
+		if left := time.Until(exp); err != nil || left > pc.grantLife || left < pc.grantLife-time.Minute {
+			t.Errorf("grant expires_at = %v, want the refresh token's end %v from now", g["expires_at"], pc.grantLife)
+		}
+	} else if g["expires_at"] != "" {
+		t.Errorf("grant expires_at = %v, want none", g["expires_at"])
 	}
 	for _, f := range pc.fields {
 		if !nonEmpty(s[f]) {
@@ -174,7 +197,7 @@ func presetCycle(t *testing.T, v *harness.Vault, callback string, pc presetCase)
 	if code := httpStatus(err); code != http.StatusBadRequest {
 		t.Fatalf("creds after the app was removed: %v, want 400 (grant: %v)", err, grantData(t, v, grant))
 	}
-	g := grantData(t, v, grant)
+	g = grantData(t, v, grant)
 	if g["status"] != "invalid" || !nonEmpty(g["last_error"]) {
 		t.Fatalf("grant after the app was removed = %v (%v)", g["status"], g["last_error"])
 	}
