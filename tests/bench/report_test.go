@@ -16,6 +16,8 @@ import (
 // report checks the targets, prints the table and writes BENCHMARKS.md and
 // the latency chart.
 func (s *suite) report() {
+	s.stopSampler()
+	s.renderDashboard()
 	s.checkTargets()
 	md := s.markdown()
 	fmt.Println()

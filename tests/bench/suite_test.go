@@ -52,6 +52,7 @@ func BenchmarkSuite(b *testing.B) {
 		b.Skip("run with -benchtime 1x")
 	}
 	s := newSuite(b)
+	s.startSampler()
 	s.limit()
 	s.floor()
 	s.credsGrantPerWorker()
@@ -80,6 +81,8 @@ type suite struct {
 	targets []target
 	scales  []scaleResult
 	grants  int // grants imported so far (scale rows)
+
+	metrics *sampler // oauth/metrics scraped through the run (dashboard_test.go)
 
 	oneGrantWorks    bool
 	revokeToInactive time.Duration
