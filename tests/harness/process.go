@@ -1,7 +1,9 @@
 package harness
 
 import (
+	"encoding/json"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"strings"
@@ -159,4 +161,39 @@ func (p *process) reapChildren() {
 func ProcessGone(pid int) bool {
 	_, _, state, ok := readProcStat(pid)
 	return !ok || state == "Z" || state == "X"
+}
+
+// awaitDiscovery polls an authorization server's discovery document until
+// it answers 200 with JSON (30 s at most) or the server's process exits.
+func awaitDiscovery(c *http.Client, p *process, discoveryURL string) (map[string]any, error) {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		doc, err := fetchDiscovery(c, discoveryURL)
+		if err == nil {
+			return doc, nil
+		}
+		if p.exited() {
+			return nil, fmt.Errorf("%s exited during startup (%v)", p.name, p.waitErr)
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("%s did not answer within 30s: %w", discoveryURL, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func fetchDiscovery(c *http.Client, discoveryURL string) (map[string]any, error) {
+	resp, err := c.Get(discoveryURL)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("status %s", resp.Status)
+	}
+	var doc map[string]any
+	if err := json.NewDecoder(resp.Body).Decode(&doc); err != nil {
+		return nil, err
+	}
+	return doc, nil
 }

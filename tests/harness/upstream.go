@@ -218,37 +218,9 @@ func (u *Upstream) tryStart() error {
 		return err
 	}
 	u.proc = p
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		doc, err := u.fetchDiscovery()
-		if err == nil {
-			u.Discovery = doc
-			return nil
-		}
-		if p.exited() {
-			return fmt.Errorf("server exited during startup (%v)", p.waitErr)
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%s/.well-known/openid-configuration did not answer within 30s: %w", u.URL, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-func (u *Upstream) fetchDiscovery() (map[string]any, error) {
-	resp, err := u.http.Get(u.URL + "/.well-known/openid-configuration")
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("status %s", resp.Status)
-	}
-	var doc map[string]any
-	if err := json.NewDecoder(resp.Body).Decode(&doc); err != nil {
-		return nil, err
-	}
-	return doc, nil
+	doc, err := awaitDiscovery(u.http, p, u.URL+"/.well-known/openid-configuration")
+	u.Discovery = doc
+	return err
 }
 
 // PID is the upstream server's process id (it changes with Restart).

@@ -173,37 +173,9 @@ func (z *ZitadelOP) tryStart(bin string) error {
 		return err
 	}
 	z.proc = p
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		doc, err := z.fetchDiscovery()
-		if err == nil {
-			z.Discovery = doc
-			return nil
-		}
-		if p.exited() {
-			return fmt.Errorf("zitadel OP exited during startup (%v)", p.waitErr)
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%s.well-known/openid-configuration did not answer within 30s: %w", z.URL, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-func (z *ZitadelOP) fetchDiscovery() (map[string]any, error) {
-	resp, err := z.http.Get(z.URL + ".well-known/openid-configuration")
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("status %s", resp.Status)
-	}
-	var doc map[string]any
-	if err := json.NewDecoder(resp.Body).Decode(&doc); err != nil {
-		return nil, err
-	}
-	return doc, nil
+	doc, err := awaitDiscovery(z.http, p, z.URL+".well-known/openid-configuration")
+	z.Discovery = doc
+	return err
 }
 
 // PID is the OP's process id.
