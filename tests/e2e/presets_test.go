@@ -43,8 +43,9 @@ type presetCase struct {
 // TestPresetCycles runs each preset through the real Vault against a wire
 // imitation of its provider (tests/imitations, written from the provider's
 // public documentation): authorize in the browser, creds, lease revoke,
-// import and delete a grant, a rate limit (the grant stays), and the app
-// removed by the user (the grant becomes invalid).
+// import and delete a grant, a rate limit (the grant stays), the app
+// removed by the user and an expired refresh token (the grant becomes
+// invalid).
 func TestPresetCycles(t *testing.T) {
 	v := harness.StartVault(t)
 	callback := v.Addr + "/v1/oauth/callback"
@@ -202,6 +203,26 @@ func presetCycle(t *testing.T, v *harness.Vault, callback string, pc presetCase)
 		t.Fatalf("grant after the app was removed = %v (%v)", g["status"], g["last_error"])
 	}
 	t.Logf("%s: revocation %s; last_error after the app was removed: %v", pc.name, s["revocation"], g["last_error"])
+
+	// The refresh token ran out at the provider: the grant fails closed.
+	im2 := imitations.Start(t, pc.name, imitations.Options{RedirectURI: callback, Mode: pc.mode})
+	ep2 := im2.Endpoints()
+	v.MustCLI(t, "write", "oauth/providers/"+provider+"-2", "preset="+pc.name,
+		"client_id="+im2.ClientID, "client_secret="+im2.ClientSecret,
+		"token_url="+ep2.TokenURL, "authorization_url="+ep2.AuthorizationURL,
+		"revocation_url="+ep2.RevocationURL, "introspection_url="+ep2.IntrospectionURL,
+		"device_authorization_url="+ep2.DeviceAuthorizationURL)
+	mustCLIStdin(t, v, im2.Mint(t, nil), "write", "oauth/grants/x-"+pc.name, "provider="+provider+"-2", "refresh_token=-")
+	v.MustCLI(t, "write", "oauth/roles/rx-"+pc.name, "grant=x-"+pc.name)
+	im2.ExpireRefreshTokens()
+	if _, err := v.Client.Logical().Read("oauth/creds/rx-" + pc.name); httpStatus(err) != http.StatusBadRequest {
+		t.Fatalf("creds after the refresh token expired: %v, want 400", err)
+	}
+	if g := grantData(t, v, "x-"+pc.name); g["status"] != "invalid" {
+		t.Fatalf("grant after its refresh token expired = %v (%v)", g["status"], g["last_error"])
+	} else {
+		t.Logf("%s: last_error after the refresh token expired: %v", pc.name, g["last_error"])
+	}
 }
 
 // httpStatus is the HTTP status of a Vault API error; 0 without an error,
