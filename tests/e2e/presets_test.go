@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"os"
 	"sort"
 	"strings"
 	"testing"
@@ -66,12 +67,27 @@ func TestPresetCycles(t *testing.T) {
 	if len(cases) != len(imitations.Names) {
 		t.Fatalf("%d cases for %d imitations", len(cases), len(imitations.Names))
 	}
+	var secrets []string
 	for _, pc := range cases {
-		t.Run(pc.name, func(t *testing.T) { presetCycle(t, v, callback, pc) })
+		t.Run(pc.name, func(t *testing.T) { secrets = append(secrets, presetCycle(t, v, callback, pc)...) })
 	}
+	// No client secret or refresh token reached the server or audit log.
+	for _, path := range []string{v.LogPath, v.AuditLogPath} {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, secret := range secrets {
+			if strings.Contains(string(data), secret) {
+				t.Errorf("%s holds a secret of the preset cycles (%d characters)", path, len(secret))
+			}
+		}
+	}
+	t.Logf("%d client secrets and refresh tokens looked for in the server and audit logs", len(secrets))
 }
 
-func presetCycle(t *testing.T, v *harness.Vault, callback string, pc presetCase) {
+// presetCycle runs one preset and returns the secrets it handled.
+func presetCycle(t *testing.T, v *harness.Vault, callback string, pc presetCase) []string {
 	im := imitations.Start(t, pc.name, imitations.Options{RedirectURI: callback, Mode: pc.mode})
 	ep := im.Endpoints()
 	provider, grant, role := "p-"+pc.name, "g-"+pc.name, "r-"+pc.name
@@ -164,6 +180,7 @@ func presetCycle(t *testing.T, v *harness.Vault, callback string, pc presetCase)
 
 	// An imported grant, used and deleted.
 	rt := im.Mint(t, nil)
+	secrets := []string{im.ClientSecret, rt}
 	if _, err := v.CLIWithStdin(t, rt, "write", "oauth/grants/i-"+pc.name, "provider="+provider, "refresh_token=-"); err != nil {
 		t.Fatal(err)
 	}
@@ -212,7 +229,9 @@ func presetCycle(t *testing.T, v *harness.Vault, callback string, pc presetCase)
 		"token_url="+ep2.TokenURL, "authorization_url="+ep2.AuthorizationURL,
 		"revocation_url="+ep2.RevocationURL, "introspection_url="+ep2.IntrospectionURL,
 		"device_authorization_url="+ep2.DeviceAuthorizationURL)
-	mustCLIStdin(t, v, im2.Mint(t, nil), "write", "oauth/grants/x-"+pc.name, "provider="+provider+"-2", "refresh_token=-")
+	rt2 := im2.Mint(t, nil)
+	secrets = append(secrets, im2.ClientSecret, rt2)
+	mustCLIStdin(t, v, rt2, "write", "oauth/grants/x-"+pc.name, "provider="+provider+"-2", "refresh_token=-")
 	v.MustCLI(t, "write", "oauth/roles/rx-"+pc.name, "grant=x-"+pc.name)
 	im2.ExpireRefreshTokens()
 	if _, err := v.Client.Logical().Read("oauth/creds/rx-" + pc.name); httpStatus(err) != http.StatusBadRequest {
@@ -223,6 +242,7 @@ func presetCycle(t *testing.T, v *harness.Vault, callback string, pc presetCase)
 	} else {
 		t.Logf("%s: last_error after the refresh token expired: %v", pc.name, g["last_error"])
 	}
+	return secrets
 }
 
 // httpStatus is the HTTP status of a Vault API error; 0 without an error,
