@@ -2,8 +2,11 @@ package backend
 
 import (
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -215,5 +218,52 @@ func TestRefreshTokenLifetimeIsKeptAlive(t *testing.T) {
 	}
 	if g["last_used_at"] != formatTime(start) {
 		t.Errorf("the keep-alive counted as a use: last_used_at %v", g["last_used_at"])
+	}
+}
+
+// A GitHub-style grant revocation refreshes first (only an access token
+// names the authorization) and then deletes the authorization. When the
+// delete fails, the refresh token the refresh rotated in must be kept: the
+// retry with the old, now dead one would find the grant "already dead"
+// and erase it while the authorization lives on upstream.
+func TestGitHubStyleRevocationRetryUsesTheRotatedToken(t *testing.T) {
+	env := newTestEnv(t)
+	var mu sync.Mutex
+	var deletes []int
+	gh := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		if r.Method != http.MethodDelete || r.URL.Path != "/applications/vault/grant" {
+			w.WriteHeader(http.StatusNotFound)
+			return
+		}
+		status := http.StatusNoContent
+		if len(deletes) == 0 {
+			status = http.StatusServiceUnavailable
+		}
+		deletes = append(deletes, status)
+		w.WriteHeader(status)
+	}))
+	t.Cleanup(gh.Close)
+	env.mustWrite("providers/gh", map[string]any{
+		"token_url": env.up.URL + "/token", "revocation_url": gh.URL + "/applications/vault/token",
+		"revocation_style": "github", "client_id": "vault", "client_secret": "s", "client_auth": "client_secret_post",
+	})
+	env.mustWrite("grants/g", map[string]any{"provider": "gh", "refresh_token": env.up.mint("read")})
+
+	resp, err := env.do(logical.DeleteOperation, "grants/g", nil)
+	if err != nil || resp == nil || resp.Data["status"] != statusRevoking {
+		t.Fatalf("first delete = %v %v, want the grant kept as revoking", resp, err)
+	}
+	env.clock.Advance(time.Hour) // past the retry backoff
+	env.sweep()
+	mu.Lock()
+	got := append([]int(nil), deletes...)
+	mu.Unlock()
+	if len(got) != 2 || got[1] != http.StatusNoContent {
+		t.Fatalf("DELETE .../grant answered %v; want a failed attempt and a retry that reached the authorization", got)
+	}
+	if g, _ := env.do(logical.ReadOperation, "grants/g", nil); g != nil {
+		t.Fatalf("grant still there after the revocation succeeded: %v", g.Data)
 	}
 }
