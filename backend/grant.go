@@ -47,8 +47,10 @@ type grantEntry struct {
 	LastError     string        `json:"last_error,omitempty"`
 	// DueAt is when the due index next looks at this grant (index.go).
 	DueAt time.Time `json:"due_at,omitempty"`
-	// Indexed is the status last written to the grant index.
-	Indexed string `json:"indexed,omitempty"`
+	// Indexed is the status last written to the grant index, Index the
+	// whole entry (index.go).
+	Indexed string          `json:"indexed,omitempty"`
+	Index   grantIndexEntry `json:"index,omitempty"`
 	// EraseAfterRevoke is set by delete: once the refresh token is revoked
 	// upstream the entry goes away. Without it (max_age, idle_timeout) the
 	// entry stays, marked expired, for the record.
@@ -332,10 +334,12 @@ func (b *backend) storeGrant(ctx context.Context, s logical.Storage, g *grantEnt
 	var events []string
 	if g.Indexed != g.Status {
 		events = statusEvents(g.Indexed, g)
-		if err := b.indexGrant(ctx, s, g); err != nil {
+	}
+	if entry := indexEntryOf(g); g.Indexed != g.Status || needsIndexing(g.Index, entry) {
+		if err := b.indexGrant(ctx, s, g, entry); err != nil {
 			return err
 		}
-		g.Indexed = g.Status
+		g.Indexed, g.Index = g.Status, entry
 	}
 	err := b.storeSealed(ctx, s, grantPath(g.Name), g, func(kr *keyring) error {
 		if g.newRefreshToken == "" {

@@ -10,23 +10,58 @@ import (
 
 // Two indexes keep the engine from reading every grant.
 
-// The grant index answers LIST grants' key_info (provider, status) without
-// reading every grant: 256 shards, each a map of name to provider and
-// status, written only when a grant is created, changes status or goes.
-// A refresh, the hot path, never touches it.
+// The grant index answers LIST grants (key_info and its filters) without
+// reading every grant: 256 shards, each a map of name to the grant's
+// inventory. It is written when a grant is created, goes, or changes
+// provider, status, owner or expiry; on the hot path (a creds read) only
+// when last_used_at moved by indexUseStep since the indexed value, or
+// active_leases went from zero to some or back. So last_used_at and
+// active_leases in the index lag the grant by less than indexUseStep.
 type grantIndexShard map[string]grantIndexEntry
 
+// grantIndexEntry keeps short keys: 100,000 grants live in 256 shards.
 type grantIndexEntry struct {
 	Provider string `json:"p"`
 	Status   string `json:"s"`
+	Owner    string `json:"o,omitempty"`
+	// ExpiresAt, LastUsed (the creation time until the first use) and
+	// Leases; Version 0 marks an entry written before they existed.
+	ExpiresAt int64 `json:"e,omitempty"`
+	LastUsed  int64 `json:"u,omitempty"`
+	Leases    int64 `json:"l,omitempty"`
+	Version   int   `json:"v,omitempty"`
 }
 
-// indexGrant records g's provider and status in its shard. It runs before
-// the grant itself is stored, so after a crash the index can only be
-// ahead, and the next write of the grant puts it right.
-func (b *backend) indexGrant(ctx context.Context, s logical.Storage, g *grantEntry) error {
+// indexUseStep bounds how stale last_used_at may be in the index.
+const indexUseStep = time.Hour
+
+const indexVersion = 1
+
+// indexEntryOf is what the index should hold for g.
+func indexEntryOf(g *grantEntry) grantIndexEntry {
+	e := grantIndexEntry{Provider: g.Provider, Status: g.Status, Owner: g.OwnerEntityID,
+		LastUsed: orCreated(g.LastUsedAt, g).Unix(), Leases: g.ActiveLeases, Version: indexVersion}
+	if exp := g.shownExpiry(); !exp.IsZero() {
+		e.ExpiresAt = exp.Unix()
+	}
+	return e
+}
+
+// needsIndexing says whether the index entry last written for g (old)
+// must be written again.
+func needsIndexing(old, cur grantIndexEntry) bool {
+	return old.Version != cur.Version || old.Provider != cur.Provider || old.Status != cur.Status ||
+		old.Owner != cur.Owner || old.ExpiresAt != cur.ExpiresAt ||
+		cur.LastUsed-old.LastUsed >= int64(indexUseStep/time.Second) ||
+		(old.Leases == 0) != (cur.Leases == 0)
+}
+
+// indexGrant records g's inventory in its shard. It runs before the grant
+// itself is stored, so after a crash the index can only be ahead, and the
+// next write of the grant puts it right.
+func (b *backend) indexGrant(ctx context.Context, s logical.Storage, g *grantEntry, e grantIndexEntry) error {
 	return b.updateGrantIndex(ctx, s, g.Name, func(shard grantIndexShard) {
-		shard[g.Name] = grantIndexEntry{Provider: g.Provider, Status: g.Status}
+		shard[g.Name] = e
 	})
 }
 
@@ -52,56 +87,88 @@ func (b *backend) updateGrantIndex(ctx context.Context, s logical.Storage, name 
 // grantsOfProvider names the grants of provider, from the index (and the
 // grants themselves for any the index does not know).
 func (b *backend) grantsOfProvider(ctx context.Context, s logical.Storage, provider string) ([]string, error) {
-	names, err := listGrants(ctx, s)
-	if err != nil {
-		return nil, err
-	}
-	info, err := b.grantKeyInfo(ctx, s, names)
-	if err != nil {
-		return nil, err
-	}
-	var out []string
-	for _, name := range names {
-		if e, ok := info[name].(map[string]any); ok && e["provider"] == provider {
-			out = append(out, name)
-		}
-	}
-	return out, nil
+	names, _, err := b.inventory(ctx, s, grantFilter{provider: provider})
+	return names, err
 }
 
-// grantKeyInfo returns key_info for names: from the index, or from the
-// grant itself for any name the index does not know.
-func (b *backend) grantKeyInfo(ctx context.Context, s logical.Storage, names []string) (map[string]any, error) {
+// grantFilter selects grants by what the index holds; zero values match
+// every grant.
+type grantFilter struct {
+	status, provider, owner string
+	// unusedSince: last used (or created, if never used) before it.
+	unusedSince time.Time
+}
+
+func (f grantFilter) matches(e grantIndexEntry) bool {
+	return (f.status == "" || e.Status == f.status) && (f.provider == "" || e.Provider == f.provider) &&
+		(f.owner == "" || e.Owner == f.owner) && (f.unusedSince.IsZero() || e.LastUsed < f.unusedSince.Unix())
+}
+
+// inventory lists the grants that match f with their index entries. It
+// reads the 256 index shards, not the grants; a grant the index does not
+// know (or knows from before the entry had every field) is read once.
+func (b *backend) inventory(ctx context.Context, s logical.Storage, f grantFilter) ([]string, map[string]grantIndexEntry, error) {
+	names, err := listGrants(ctx, s)
+	if err != nil {
+		return nil, nil, err
+	}
 	shards, err := s.List(ctx, grantIndexPrefix)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	index := make(map[string]grantIndexEntry, len(names))
 	for _, key := range shards {
 		shard := grantIndexShard{}
 		if _, err := getJSON(ctx, s, grantIndexPrefix+key, &shard); err != nil {
-			return nil, fmt.Errorf("reading grant index: %w", err)
+			return nil, nil, fmt.Errorf("reading grant index: %w", err)
 		}
 		for name, e := range shard {
 			index[name] = e
 		}
 	}
-	info := make(map[string]any, len(names))
+	var out []string
+	entries := make(map[string]grantIndexEntry)
 	for _, name := range names {
 		e, ok := index[name]
-		if !ok {
+		if !ok || e.Version != indexVersion {
 			g, err := getGrant(ctx, s, name)
 			if err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 			if g == nil {
 				continue
 			}
-			e = grantIndexEntry{Provider: g.Provider, Status: g.Status}
+			e = indexEntryOf(g)
 		}
-		info[name] = map[string]any{"provider": e.Provider, "status": e.Status}
+		if f.matches(e) {
+			out = append(out, name)
+			entries[name] = e
+		}
 	}
-	return info, nil
+	return out, entries, nil
+}
+
+// grantKeyInfo is LIST grants' key_info for the entries of inventory.
+func grantKeyInfo(entries map[string]grantIndexEntry) map[string]any {
+	info := make(map[string]any, len(entries))
+	for name, e := range entries {
+		info[name] = map[string]any{
+			"provider":        e.Provider,
+			"status":          e.Status,
+			"owner_entity_id": e.Owner,
+			"last_used_at":    unixTime(e.LastUsed),
+			"expires_at":      unixTime(e.ExpiresAt),
+			"active_leases":   e.Leases,
+		}
+	}
+	return info
+}
+
+func unixTime(secs int64) string {
+	if secs == 0 {
+		return ""
+	}
+	return formatTime(time.Unix(secs, 0))
 }
 
 // The due index tells the sweep which grants need background work

@@ -19,10 +19,25 @@ func pathGrants(b *backend) []*framework.Path {
 				OperationPrefix: operationPrefix,
 				OperationSuffix: "grants",
 			},
+			Fields: map[string]*framework.FieldSchema{
+				"status": {
+					Type:          framework.TypeString,
+					Description:   "Only grants with this status.",
+					AllowedValues: []any{statusActive, statusPending, statusInvalid, statusExpired, statusRevoking},
+					Query:         true,
+				},
+				"provider":        {Type: framework.TypeLowerCaseString, Description: "Only grants of this provider.", Query: true},
+				"owner_entity_id": {Type: framework.TypeString, Description: "Only grants owned by this Vault entity.", Query: true},
+				"unused_for": {
+					Type:        framework.TypeDurationSecond,
+					Description: "Only grants not used for at least this long (last_used_at, or created_at if never used): stale grants. Accurate to an hour.",
+					Query:       true,
+				},
+			},
 			Operations: map[logical.Operation]framework.OperationHandler{
 				logical.ListOperation: &framework.PathOperation{Callback: b.pathGrantsList},
 			},
-			HelpSynopsis:    "List grants with their provider and status.",
+			HelpSynopsis:    "List grants with their inventory, optionally filtered.",
 			HelpDescription: grantsHelp,
 		},
 		{
@@ -74,16 +89,20 @@ func (b *backend) grantExists(ctx context.Context, req *logical.Request, d *fram
 	return g != nil, err
 }
 
-func (b *backend) pathGrantsList(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
-	names, err := listGrants(ctx, req.Storage)
+func (b *backend) pathGrantsList(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+	f := grantFilter{
+		status:   d.Get("status").(string),
+		provider: d.Get("provider").(string),
+		owner:    strings.TrimSpace(d.Get("owner_entity_id").(string)),
+	}
+	if unused := d.Get("unused_for").(int); unused > 0 {
+		f.unusedSince = b.now().Add(-time.Duration(unused) * time.Second)
+	}
+	names, entries, err := b.inventory(ctx, req.Storage, f)
 	if err != nil {
 		return nil, err
 	}
-	info, err := b.grantKeyInfo(ctx, req.Storage, names)
-	if err != nil {
-		return nil, err
-	}
-	return logical.ListResponseWithInfo(names, info), nil
+	return logical.ListResponseWithInfo(names, grantKeyInfo(entries)), nil
 }
 
 func (b *backend) pathGrantRead(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
