@@ -259,7 +259,7 @@ func drawPanels(panels []panel, from, to time.Time) string {
 	span := to.Sub(from).Seconds()
 	var b strings.Builder
 	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" font-family="sans-serif" font-size="11">`+"\n", width, height)
-	fmt.Fprintf(&b, `<rect width="100%%" height="100%%" fill="#f4f5f5"/><text x="%d" y="26" font-size="15" font-weight="bold">Vault OAuth secrets engine: the dashboard's panels over one make bench run (%s, %s)</text>`+"\n",
+	fmt.Fprintf(&b, `<rect width="100%%" height="100%%" fill="#f4f5f5"/><text x="%d" y="26" font-size="15" font-weight="bold">Vault OAuth secrets engine: the dashboard's panels over one make bench run on its single Vault (%s, %s)</text>`+"\n",
 		pad, from.UTC().Format("2006-01-02 15:04 UTC"), to.Sub(from).Round(time.Minute))
 	for i, p := range panels {
 		ox, oy := pad+(i%cols)*(pw+pad), 40+pad+(i/cols)*(ph+pad)
@@ -285,14 +285,25 @@ func drawPanels(panels []panel, from, to time.Time) string {
 			fmt.Fprintf(&b, `<text x="%.1f" y="%d" text-anchor="middle">+%s</text>`, x, plotT+plotH+14, (time.Duration(span*float64(k)/4) * time.Second).Round(time.Second))
 		}
 		for j, l := range p.lines {
+			color := colors[j%len(colors)]
+			// A gap in the samples (no calls to quantile over) breaks the
+			// line, as Grafana draws missing points.
 			var pts []string
-			for _, pt := range l.points {
+			flush := func() {
+				if len(pts) > 0 {
+					fmt.Fprintf(&b, `<polyline fill="none" stroke="%s" stroke-width="1.5" points="%s"/>`, color, strings.Join(pts, " "))
+				}
+				pts = nil
+			}
+			for k, pt := range l.points {
+				if k > 0 && pt.at.Sub(l.points[k-1].at) > 3*scrapeEvery {
+					flush()
+				}
 				x := plotL + float64(plotW)*pt.at.Sub(from).Seconds()/span
 				y := plotT + float64(plotH) - float64(plotH)*pt.v/maxV
 				pts = append(pts, fmt.Sprintf("%.1f,%.1f", x, y))
 			}
-			color := colors[j%len(colors)]
-			fmt.Fprintf(&b, `<polyline fill="none" stroke="%s" stroke-width="1.5" points="%s"/>`, color, strings.Join(pts, " "))
+			flush()
 			lx, ly := 10+(j%3)*190, plotT+plotH+32+(j/3)*14
 			fmt.Fprintf(&b, `<rect x="%d" y="%d" width="10" height="3" fill="%s"/><text x="%d" y="%d">%s</text>`, lx, ly-4, color, lx+14, ly, escape(l.name))
 		}
