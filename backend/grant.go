@@ -327,15 +327,15 @@ func (b *backend) loadGrantLocked(ctx context.Context, s logical.Storage, name s
 	return getGrant(ctx, s, name)
 }
 
-// storeGrant writes g (sealing a new refresh token, if it has one) and the
-// grant index when its status changed, and keeps the cached copy current.
-// The caller holds the grant's lock.
+// storeGrant writes g (sealing a new refresh token, if it has one) and,
+// first, its grant index entry when that must change (needsIndexing), and
+// keeps the cached copy current. The caller holds the grant's lock.
 func (b *backend) storeGrant(ctx context.Context, s logical.Storage, g *grantEntry) error {
 	var events []string
 	if g.Indexed != g.Status {
 		events = statusEvents(g.Indexed, g)
 	}
-	if entry := indexEntryOf(g); g.Indexed != g.Status || needsIndexing(g.Index, entry) {
+	if entry := indexEntryOf(g); g.Indexed != g.Status || g.needsIndexing(entry) {
 		if err := b.indexGrant(ctx, s, g, entry); err != nil {
 			return err
 		}
@@ -426,9 +426,14 @@ func (b *backend) checkedGrant(ctx context.Context, s logical.Storage, name stri
 	if err := b.unusableError(g, now); err != nil {
 		return nil, err
 	}
-	// idle_timeout counts uses that needed no refresh too; record them
-	// often enough for it, not on every lease.
-	if g.IdleTimeout > 0 && now.Sub(g.LastUsedAt) > g.IdleTimeout/10 {
+	// Uses that needed no refresh (a shared token) count too: record them
+	// often enough for idle_timeout and for the inventory's last_used_at
+	// (unused_for is accurate to indexUseStep), not on every lease.
+	every := indexUseStep
+	if g.IdleTimeout > 0 {
+		every = min(every, g.IdleTimeout/10)
+	}
+	if now.Sub(g.LastUsedAt) > every {
 		_, err := b.updateGrant(ctx, s, name, func(g *grantEntry) error {
 			g.LastUsedAt = now.UTC()
 			return nil

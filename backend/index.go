@@ -14,9 +14,11 @@ import (
 // reading every grant: 256 shards, each a map of name to the grant's
 // inventory. It is written when a grant is created, goes, or changes
 // provider, status, owner or expiry; on the hot path (a creds read) only
-// when last_used_at moved by indexUseStep since the indexed value, or
-// active_leases went from zero to some or back. So last_used_at and
-// active_leases in the index lag the grant by less than indexUseStep.
+// when last_used_at, or an expiry that slides with every rotation, moved
+// by indexUseStep since the indexed value: at most one index write per
+// grant an hour. active_leases is as of the last write. So last_used_at,
+// a sliding expires_at and active_leases lag the grant by up to
+// indexUseStep.
 type grantIndexShard map[string]grantIndexEntry
 
 // grantIndexEntry keeps short keys: 100,000 grants live in 256 shards.
@@ -32,7 +34,8 @@ type grantIndexEntry struct {
 	Version   int   `json:"v,omitempty"`
 }
 
-// indexUseStep bounds how stale last_used_at may be in the index.
+// indexUseStep bounds how far what moves with every use (last_used_at, a
+// sliding expires_at) may lag in the index.
 const indexUseStep = time.Hour
 
 const indexVersion = 1
@@ -47,13 +50,27 @@ func indexEntryOf(g *grantEntry) grantIndexEntry {
 	return e
 }
 
-// needsIndexing says whether the index entry last written for g (old)
-// must be written again.
-func needsIndexing(old, cur grantIndexEntry) bool {
-	return old.Version != cur.Version || old.Provider != cur.Provider || old.Status != cur.Status ||
-		old.Owner != cur.Owner || old.ExpiresAt != cur.ExpiresAt ||
-		cur.LastUsed-old.LastUsed >= int64(indexUseStep/time.Second) ||
-		(old.Leases == 0) != (cur.Leases == 0)
+// needsIndexing says whether cur must replace g.Index, the entry last
+// written for g. What the filters match exactly changes rarely and is
+// written at once; what moves with every use is written once it moved by
+// indexUseStep, so the hot path writes the index at most once an hour.
+func (g *grantEntry) needsIndexing(cur grantIndexEntry) bool {
+	old, step := g.Index, int64(indexUseStep/time.Second)
+	if old.Version != cur.Version || old.Provider != cur.Provider || old.Status != cur.Status || old.Owner != cur.Owner {
+		return true
+	}
+	if cur.LastUsed-old.LastUsed >= step {
+		return true
+	}
+	if old.ExpiresAt == cur.ExpiresAt {
+		return false
+	}
+	// A refresh token given a new lifetime on every rotation
+	// (refresh_token_expires_in) moves expires_at later on every use: the
+	// index may show it up to a step early, never late.
+	sliding := old.ExpiresAt != 0 && cur.ExpiresAt > old.ExpiresAt &&
+		!g.RefreshExpiresAt.IsZero() && cur.ExpiresAt == g.RefreshExpiresAt.Unix()
+	return !sliding || cur.ExpiresAt-old.ExpiresAt >= step
 }
 
 // indexGrant records g's inventory in its shard. It runs before the grant

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"encoding/json"
+	"io"
 	"net/http"
 	"net/url"
 	"slices"
@@ -46,21 +47,22 @@ func TestGrantInventory(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// vault list -detailed: the inventory columns.
-	out = v.MustCLI(t, "list", "-format=json", "-detailed", "oauth/grants")
-	var detailed struct {
-		Data struct {
-			Keys    []string                  `json:"keys"`
-			KeyInfo map[string]map[string]any `json:"key_info"`
-		} `json:"data"`
-	}
-	if err := json.Unmarshal([]byte(out), &detailed); err != nil {
-		t.Fatalf("list -detailed: %v %s", err, out)
-	}
-	ki := detailed.Data.KeyInfo["alices"]
-	if ki["owner_entity_id"] != alice || ki["provider"] != "local" || ki["status"] != "active" || ki["active_leases"] != float64(1) ||
+	// vault list -detailed: the inventory columns. The use just now is
+	// within the hour, so the index still holds the import's last_used_at
+	// and lease count; a change of expiry writes the index with both.
+	ki := detailedKeyInfo(t, v)["alices"]
+	if ki["owner_entity_id"] != alice || ki["provider"] != "local" || ki["status"] != "active" || ki["active_leases"] != float64(0) ||
 		!recent(ki["last_used_at"]) || !nonEmpty(ki["expires_at"]) {
 		t.Errorf("key_info of alices = %v", ki)
+	}
+	v.MustCLI(t, "write", "oauth/grants/alices", "max_age=48h")
+	grant, err := v.Client.Logical().Read("oauth/grants/alices")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ki = detailedKeyInfo(t, v)["alices"]
+	if ki["active_leases"] != float64(1) || ki["expires_at"] != grant.Data["expires_at"] || ki["last_used_at"] != grant.Data["last_used_at"] {
+		t.Errorf("key_info of alices after a change of max_age = %v, want the grant's %v", ki, grant.Data)
 	}
 	table := v.MustCLI(t, "list", "-detailed", "oauth/grants")
 	for _, column := range []string{"owner_entity_id", "last_used_at", "expires_at", "active_leases"} {
@@ -91,28 +93,72 @@ func TestGrantInventory(t *testing.T) {
 			t.Errorf("LIST grants?%s = %v, want %v", tc.query.Encode(), keys, tc.want)
 		}
 	}
-	if status, _ := listGrants(t, v, url.Values{"status": {"revoked"}}); status != http.StatusBadRequest {
-		t.Errorf("LIST with an unknown status: HTTP %d, want 400", status)
+	for _, bad := range []struct{ field, value string }{{"status", "revoked"}, {"unused_for", "soon"}, {"unused_for", "-1h"}} {
+		query := url.Values{bad.field: {bad.value}}
+		status, body := listGrantsRaw(t, v, http.MethodGet, query, "")
+		if status != http.StatusBadRequest || !strings.Contains(body, bad.field) {
+			t.Errorf("LIST grants?%s: HTTP %d %s, want a 400 naming %s", query.Encode(), status, body, bad.field)
+		}
 	}
+
+	// The other forms: the LIST method takes the same query; a body on
+	// LIST is ignored, and the CLI's list takes no parameters.
+	if status, body := listGrantsRaw(t, v, "LIST", url.Values{"owner_entity_id": {alice}}, ""); status != http.StatusOK || !strings.Contains(body, `"keys":["alices"]`) {
+		t.Errorf("LIST method with ?owner_entity_id: HTTP %d %s", status, body)
+	}
+	if status, body := listGrantsRaw(t, v, "LIST", url.Values{}, `{"provider":"other"}`); status != http.StatusOK || !strings.Contains(body, `"keys":["alices","elsewhere","refused"]`) {
+		t.Errorf("LIST method with a body: HTTP %d %s, want the body ignored", status, body)
+	}
+	if out, err := v.CLI(t, "list", "oauth/grants", "status=active"); err == nil {
+		t.Errorf("vault list with a parameter was accepted: %s", out)
+	}
+}
+
+func detailedKeyInfo(t *testing.T, v *harness.Vault) map[string]map[string]any {
+	t.Helper()
+	out := v.MustCLI(t, "list", "-format=json", "-detailed", "oauth/grants")
+	var detailed struct {
+		Data struct {
+			KeyInfo map[string]map[string]any `json:"key_info"`
+		} `json:"data"`
+	}
+	if err := json.Unmarshal([]byte(out), &detailed); err != nil {
+		t.Fatalf("list -detailed: %v %s", err, out)
+	}
+	return detailed.Data.KeyInfo
 }
 
 func listGrants(t *testing.T, v *harness.Vault, query url.Values) (int, []string) {
 	t.Helper()
-	query.Set("list", "true")
-	req, _ := http.NewRequest(http.MethodGet, v.Addr+"/v1/oauth/grants?"+query.Encode(), nil)
+	status, raw := listGrantsRaw(t, v, http.MethodGet, query, "")
+	var body struct {
+		Data struct {
+			Keys []string `json:"keys"`
+		} `json:"data"`
+	}
+	_ = json.Unmarshal([]byte(raw), &body)
+	return status, body.Data.Keys
+}
+
+// listGrantsRaw sends LIST grants as GET ?list=true or with the LIST
+// method, with query and an optional JSON body.
+func listGrantsRaw(t *testing.T, v *harness.Vault, method string, query url.Values, body string) (int, string) {
+	t.Helper()
+	if method == http.MethodGet {
+		query.Set("list", "true")
+	}
+	req, _ := http.NewRequest(method, v.Addr+"/v1/oauth/grants?"+query.Encode(), strings.NewReader(body))
 	req.Header.Set("X-Vault-Token", v.Token)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	var body struct {
-		Data struct {
-			Keys []string `json:"keys"`
-		} `json:"data"`
+	raw, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
 	}
-	_ = json.NewDecoder(resp.Body).Decode(&body)
-	return resp.StatusCode, body.Data.Keys
+	return resp.StatusCode, string(raw)
 }
 
 // recent says whether v is an RFC 3339 time within the last minute.
