@@ -82,6 +82,7 @@ type backend struct {
 	inflight   inflight
 	background *backgroundWorker
 	metrics    *engineMetrics
+	events     eventLog
 }
 
 func newBackend(conf *logical.BackendConfig) *backend {

@@ -369,6 +369,7 @@ func (b *backend) storeGrant(ctx context.Context, s logical.Storage, g *grantEnt
 // eraseGrant removes every trace of g from storage; the caller holds its
 // lock.
 func (b *backend) eraseGrant(ctx context.Context, s logical.Storage, g *grantEntry) error {
+	b.forgetGrant(g)
 	ids, err := s.List(ctx, outstandingDir(g.ID))
 	if err != nil {
 		return err

@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/vault/sdk/logical"
 )
 
 func TestMetricLabelSetsAreCapped(t *testing.T) {
@@ -41,5 +43,53 @@ func TestPrometheusTextFormat(t *testing.T) {
 		if !strings.Contains(text, want) {
 			t.Errorf("text lacks %q:\n%s", want, text)
 		}
+	}
+}
+
+// Rotations are logged at most once a minute per grant, counted; another
+// event of the grant logs the rotations not yet logged first.
+func TestRotationEventsAreAggregated(t *testing.T) {
+	env := newTestEnv(t)
+	env.mustWrite("grants/g", map[string]any{"provider": "up", "refresh_token": env.up.mint("read")})
+	env.mustWrite("roles/r", map[string]any{"grant": "g"})
+	rotatedLogged := func() float64 {
+		f := env.b.metrics.lifecycleEvents
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		if s := f.series[eventRotated]; s != nil {
+			return s.count
+		}
+		return 0
+	}
+	for i := 0; i < 5; i++ {
+		if _, err := env.creds("r"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := rotatedLogged(); got != 1 {
+		t.Fatalf("after 5 rotations in a second: %v counted as logged, want the first alone", got)
+	}
+	if n := env.b.events.takePending("g", false); n != 4 {
+		t.Fatalf("pending rotations = %d, want 4", n)
+	}
+	env.clock.Advance(rotationLogEvery)
+	if _, err := env.creds("r"); err != nil {
+		t.Fatal(err)
+	}
+	if got := rotatedLogged(); got != 2 {
+		t.Fatalf("a minute later: %v logged, want 2", got)
+	}
+	if _, err := env.creds("r"); err != nil { // pending again
+		t.Fatal(err)
+	}
+	if _, err := env.do(logical.DeleteOperation, "grants/g", map[string]any{"force": true}); err != nil {
+		t.Fatal(err)
+	}
+	if got := rotatedLogged(); got != 3 {
+		t.Fatalf("after the grant was erased: %v logged, want its pending rotation too (3)", got)
+	}
+	env.mustWrite("grants/g", map[string]any{"provider": "up", "refresh_token": env.up.mint("read")})
+	if got := rotatedLogged(); got != 3 {
+		t.Fatalf("a new grant of the same name inherited rotations: %v", got)
 	}
 }

@@ -156,7 +156,7 @@ func (b *backend) refreshGrant(ctx context.Context, s logical.Storage, name stri
 		return nil, err
 	}
 	if rotated {
-		b.lifecycle(eventRotated, g, map[bool]string{true: "keep_alive", false: "use"}[rr.keepAlive])
+		b.rotated(g, map[bool]string{true: "keep_alive", false: "use"}[rr.keepAlive])
 	}
 	// A refused token comes back with the error so the caller can revoke it.
 	return &refreshed{token: tok, grant: g, provider: h}, acceptErr

@@ -361,6 +361,7 @@ func (b *backend) deleteGrant(ctx context.Context, s logical.Storage, name strin
 		if err := b.eraseGrant(ctx, s, g); err != nil {
 			return nil, err
 		}
+		b.lifecycle(eventErased, g, "force=true: nothing was revoked upstream")
 		return &logical.Response{Warnings: []string{"grant erased without revoking anything upstream (force=true)"}}, nil
 	}
 	if err := queueRevocation(ctx, s, name, b.now()); err != nil {
