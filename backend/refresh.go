@@ -100,21 +100,20 @@ func (b *backend) refreshGrant(ctx context.Context, s logical.Storage, name stri
 
 	tok, err := h.client.Refresh(ctx, refreshToken, rr.opts)
 	b.metrics.refreshes.inc(g.Provider, refreshOutcome(err))
-	if interrupted {
-		outcome := "recovered"
-		if oauthclient.IsInvalidGrant(err) {
-			outcome = "lost"
-		}
-		if err == nil || outcome == "lost" {
-			b.metrics.interrupted.inc(g.Provider, outcome)
-		}
+	switch {
+	case !interrupted:
+	case err == nil:
+		b.metrics.interrupted.inc(g.Provider, "recovered")
+	case oauthclient.IsInvalidGrant(err):
+		b.metrics.interrupted.inc(g.Provider, "lost")
 	}
 	if err != nil {
 		return nil, b.refreshFailed(ctx, s, g, err, rr.opts.Scopes, interrupted)
 	}
 
 	g.RefreshStartedAt = time.Time{}
-	if tok.RefreshToken != "" && tok.RefreshToken != refreshToken {
+	rotated := tok.RefreshToken != "" && tok.RefreshToken != refreshToken
+	if rotated {
 		g.newRefreshToken = tok.RefreshToken
 		g.RotationCount++
 		b.metrics.rotations.inc(g.Provider)
@@ -147,7 +146,6 @@ func (b *backend) refreshGrant(ctx context.Context, s logical.Storage, name stri
 	if acceptErr == nil && rr.countLease {
 		g.ActiveLeases++
 	}
-	rotated := g.newRefreshToken != ""
 	if err := b.storeRotation(ctx, s, g); err != nil {
 		if acceptErr == nil && rr.countLease {
 			g.ActiveLeases-- // no lease will hold this token
@@ -156,7 +154,11 @@ func (b *backend) refreshGrant(ctx context.Context, s logical.Storage, name stri
 		return nil, err
 	}
 	if rotated {
-		b.rotated(g, map[bool]string{true: "keep_alive", false: "use"}[rr.keepAlive])
+		reason := "use"
+		if rr.keepAlive {
+			reason = "keep_alive"
+		}
+		b.rotated(g, reason)
 	}
 	// A refused token comes back with the error so the caller can revoke it.
 	return &refreshed{token: tok, grant: g, provider: h}, acceptErr
